@@ -1,0 +1,742 @@
+"""The HTTP layer every download and API call in the project goes through.
+
+Why one module: dataset archives (MovieLens, Amazon, ...), media APIs and Wikidata SPARQL all need
+the same things, and getting them right once is cheaper than getting them half right five times:
+
+* one ``requests.Session`` whose adapter retries connect/read errors and 429/5xx answers with
+  exponential backoff, honouring ``Retry-After`` but never sleeping longer than a cap
+  (a misbehaving server must not park a pipeline run for hours);
+* ``(connect, read)`` timeouts and an identifying ``User-Agent`` on every request (Wikidata and
+  GroupLens ask for one; anonymous scrapers get blocked);
+* a content-addressed download cache with atomic writes (``<final>.part`` then ``os.replace``), so
+  nothing partial ever sits at a path a later stage would trust;
+* resumable downloads (``Range: bytes=N-``) after a truncated body or a crash;
+* checksum verification (md5, sha256 or a GroupLens ``.md5`` file) before anything is cached;
+* mirrors (``KG4REC_MIRROR``) so offline machines and tests can serve every source from a local
+  directory or another base URL without touching the code that names the canonical URL;
+* query strings are never logged or put into exception messages, because API keys travel there.
+
+Nothing here imports Dagster: it is plain Python, testable against a loopback server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.request import url2pathname
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from requests.models import PreparedRequest
+from tqdm.auto import tqdm
+from urllib3.util import Retry
+
+from datasources.errors import ChecksumMismatchError, DownloadError
+
+try:  # POSIX only; on other platforms concurrent fetches of one URL are simply not serialised.
+    import fcntl
+except ImportError:  # pragma: no cover - not exercised on Linux
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "DEFAULT_USER_AGENT",
+    "MIRROR_ENV",
+    "HttpClient",
+    "HttpSettings",
+    "HttpStatusError",
+    "parse_md5_text",
+    "parse_mirrors",
+    "safe_url",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_USER_AGENT = "multi-kg4rec/0.1 (+https://github.com/multi-kg4rec; research pipeline)"
+MIRROR_ENV = "KG4REC_MIRROR"
+
+#: Statuses worth retrying: rate limiting and transient server/proxy failures.
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+_CHUNK = 1 << 16
+_WILDCARD = "*"
+
+
+# --------------------------------------------------------------------------------------------
+# Small pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+def parse_mirrors(spec: str | None) -> dict[str, str]:
+    """Parse a mirror spec such as the value of ``KG4REC_MIRROR``.
+
+    ``"PREFIX=TARGET;PREFIX2=TARGET2"`` maps URL prefixes to targets (base URL, ``file://`` URL or
+    local directory). A spec without any ``=`` is a single target used for *every* URL and is
+    returned under the key ``"*"``. Empty or ``None`` gives ``{}``. Entries are separated by ``;``
+    or newlines; surrounding whitespace is ignored. Only the first ``=`` of an entry splits it, so
+    targets may contain ``=``.
+    """
+    if spec is None or not spec.strip():
+        return {}
+    entries = [e.strip() for e in re.split(r"[;\n]", spec) if e.strip()]
+    if len(entries) == 1 and "=" not in entries[0]:
+        return {_WILDCARD: entries[0]}
+    mirrors: dict[str, str] = {}
+    for entry in entries:
+        prefix, sep, target = entry.partition("=")
+        prefix, target = prefix.strip(), target.strip()
+        if not sep or not prefix or not target:
+            raise ValueError(
+                f"bad mirror entry {entry!r}: expected PREFIX=TARGET (entries separated by ';')"
+            )
+        mirrors[prefix] = target
+    return mirrors
+
+
+def safe_url(url: str) -> str:
+    """Return ``url`` fit for logs and error messages.
+
+    Query *values* and any ``user:password@`` are replaced by ``***`` (API keys travel in query
+    parameters); parameter names and the fragment-less path are kept because they help debugging.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    netloc = parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
+    query = "&".join(f"{key}=***" for key, _ in parse_qsl(parts.query, keep_blank_values=True))
+    if parts.query and not query:  # e.g. "?token" with no '=': hide it wholesale
+        query = "***"
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+_QUERY_PAIR = re.compile(r"([?&][^=&\s'\"()<>]+=)[^&\s'\"()<>]*")
+
+
+def _redact(text: str, *urls: str) -> str:
+    """Remove query values from free text (e.g. a urllib3 message that embeds the request URL)."""
+    secrets: set[str] = set()
+    for url in urls:
+        with contextlib.suppress(ValueError):
+            for _, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+                if len(value) >= 4:  # short values ("1", "en") are not secrets and are common words
+                    secrets.add(value)
+            raw_query = urlsplit(url).query
+            if raw_query:
+                secrets.add(raw_query)
+    # Longest first so a whole query string is replaced before its parts.
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+        quoted = requests.utils.quote(secret, safe="")
+        if quoted != secret:
+            text = text.replace(quoted, "***")
+    return _QUERY_PAIR.sub(r"\1***", text)
+
+
+_BSD_MD5 = re.compile(r"^MD5\s*\((?P<name>.+)\)\s*=\s*(?P<hex>[0-9a-fA-F]{32})\s*$")
+_GNU_MD5 = re.compile(r"^(?P<hex>[0-9a-fA-F]{32})(?:\s+\*?(?P<name>.+?))?\s*$")
+
+
+def parse_md5_text(text: str, filename: str | None = None) -> str:
+    """Extract an md5 hex digest from the text of a checksum file.
+
+    Accepts BSD ``MD5 (ml-1m.zip) = <hex>`` (what GroupLens publishes), GNU ``<hex>  ml-1m.zip``
+    and a bare ``<hex>``. When the file lists several files, ``filename`` picks the line.
+    Returns the lower-case digest; raises ``ValueError`` when none (or no unambiguous one) exists.
+    """
+    found: list[tuple[str | None, str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _BSD_MD5.match(line) or _GNU_MD5.match(line)
+        if match:
+            found.append((match.group("name"), match.group("hex").lower()))
+    if not found:
+        raise ValueError("no md5 digest found in checksum file")
+    if len(found) == 1:
+        return found[0][1]
+    if filename is not None:
+        for name, digest in found:
+            if name is not None and Path(name.strip()).name == filename:
+                return digest
+    raise ValueError(f"checksum file lists {len(found)} digests and none is for {filename!r}")
+
+
+def _file_digests(path: Path, algorithms: set[str]) -> dict[str, str]:
+    """Hash ``path`` once for every algorithm in ``algorithms`` (streamed, constant memory)."""
+    hashers = {
+        name: hashlib.new(name, usedforsecurity=False)  # integrity check, not security
+        for name in algorithms
+    }
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            for hasher in hashers.values():
+                hasher.update(chunk)
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+
+
+def _first_mismatch(path: Path, checks: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """Return ``(algorithm, expected, actual)`` for the first failing check, or ``None``."""
+    if not checks:
+        return None
+    actual = _file_digests(path, set(checks))
+    for algorithm, expected in checks.items():
+        if actual[algorithm] != expected:
+            return algorithm, expected, actual[algorithm]
+    return None
+
+
+@contextlib.contextmanager
+def _exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Serialise fetches of one cache entry across threads and processes.
+
+    Dagster's multiprocess executor may run two assets that need the same archive at once; without
+    the lock both would append to the same ``.part`` file.
+    """
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """Parse ``Content-Range: bytes START-END/TOTAL`` (or ``bytes */TOTAL``) into (start, total)."""
+    if not value:
+        return None, None
+    match = re.match(r"^\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*$", value)
+    if not match:
+        return None, None
+    start = int(match.group(1)) if match.group(1) is not None else None
+    total = int(match.group(2)) if match.group(2) != "*" else None
+    return start, total
+
+
+# --------------------------------------------------------------------------------------------
+# Settings and retry policy
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Knobs of the HTTP layer. Defaults suit real servers; tests shrink timeouts and backoff."""
+
+    user_agent: str = DEFAULT_USER_AGENT
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retries: int = 5  # total retries (connect, read, status) and resume attempts per download
+    backoff_factor: float = 0.5
+    max_retry_after: float = 120.0  # cap on honoured Retry-After seconds
+    progress: bool = True  # tqdm progress bar on downloads
+    mirrors: Mapping[str, str] = field(default_factory=dict)  # prefix -> target
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> HttpSettings:
+        """Settings with ``mirrors`` read from ``$KG4REC_MIRROR`` (see :func:`parse_mirrors`).
+
+        The client never reads the environment by itself, so tests and library callers stay
+        deterministic; entry points (Dagster resources, CLIs) call this instead.
+        """
+        env = os.environ if environ is None else environ
+        settings = cls(**overrides)
+        env_mirrors = parse_mirrors(env.get(MIRROR_ENV))
+        if env_mirrors:
+            # Explicit overrides win over the environment for the same prefix.
+            settings = replace(settings, mirrors={**env_mirrors, **dict(settings.mirrors)})
+        return settings
+
+
+class _RedactQueryFilter(logging.Filter):
+    """Strip query values from urllib3's own log records.
+
+    urllib3 logs retries ("Retrying (...) after connection broken by ...: /api?apikey=...") and,
+    at DEBUG, every request line - with the query string, where API keys travel. A filter on a
+    logger only sees records created by that logger, hence one per urllib3 module logger.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _QUERY_PAIR.sub(r"\1***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_URLLIB3_LOGGERS = (
+    "urllib3.connectionpool",
+    "urllib3.connection",
+    "urllib3.poolmanager",
+    "urllib3.response",
+    "urllib3.util.retry",
+)
+
+
+def _install_log_redaction() -> None:
+    """Idempotently attach :class:`_RedactQueryFilter` to urllib3's loggers."""
+    for name in _URLLIB3_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactQueryFilter) for f in logger.filters):
+            logger.addFilter(_RedactQueryFilter())
+
+
+class _CappedRetry(Retry):
+    """``urllib3`` Retry that never sleeps longer than ``max_retry_after`` for ``Retry-After``.
+
+    urllib3 >= 2.6 has ``retry_after_max`` but older 2.x (allowed by pyproject) do not, and its
+    default is six hours; overriding :meth:`get_retry_after` works on every 2.x. ``new`` is
+    overridden because urllib3 rebuilds the object after every attempt from its own known
+    constructor arguments, which would drop ours.
+    """
+
+    def __init__(self, *args: Any, max_retry_after: float = 120.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_retry_after = max_retry_after
+
+    def new(self, **kw: Any) -> _CappedRetry:
+        clone = super().new(**kw)
+        clone.max_retry_after = self.max_retry_after
+        return clone
+
+    def get_retry_after(self, response: Any) -> float | None:
+        seconds = super().get_retry_after(response)
+        if seconds is None:
+            return None
+        if seconds > self.max_retry_after:
+            log.info(
+                "server asked to wait %.0fs (Retry-After); capping at %.1fs",
+                seconds,
+                self.max_retry_after,
+            )
+        return min(seconds, self.max_retry_after)
+
+
+class HttpStatusError(DownloadError):
+    """A non-2xx answer that survived the retries. ``status_code`` lets callers treat 404 apart."""
+
+    def __init__(self, url: str, status_code: int, reason: str = "") -> None:
+        self.url = url
+        self.status_code = status_code
+        detail = f" {reason}" if reason else ""
+        super().__init__(f"HTTP {status_code}{detail} for {url}")
+
+
+# --------------------------------------------------------------------------------------------
+# Client
+# --------------------------------------------------------------------------------------------
+
+
+class HttpClient:
+    """Session, retries, cache, resume, checksums and mirrors in one object.
+
+    Use as a context manager (or call :meth:`close`) so pooled connections are released.
+    """
+
+    def __init__(self, cache_dir: str | Path, settings: HttpSettings | None = None) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.settings = settings or HttpSettings()
+        self._timeout = (self.settings.connect_timeout, self.settings.read_timeout)
+        retries = self.settings.retries
+        retry = _CappedRetry(
+            total=retries,
+            connect=retries,
+            read=retries,
+            status=retries,
+            backoff_factor=self.settings.backoff_factor,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"GET", "HEAD"}),
+            respect_retry_after_header=True,
+            # Return the last 5xx/429 response instead of raising MaxRetryError, so the
+            # error we raise can name the status code.
+            raise_on_status=False,
+            max_retry_after=self.settings.max_retry_after,
+        )
+        adapter = HTTPAdapter(max_retries=retry)
+        self._session = requests.Session()
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers["User-Agent"] = self.settings.user_agent
+        # Sorted longest first: the most specific mirror prefix wins.
+        self._mirrors = sorted(
+            ((p, t) for p, t in self.settings.mirrors.items() if p != _WILDCARD),
+            key=lambda item: len(item[0]),
+            reverse=True,
+        )
+        self._wildcard = self.settings.mirrors.get(_WILDCARD)
+        _install_log_redaction()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- mirrors -----------------------------------------------------------------------------
+
+    def resolve(self, url: str) -> str:
+        """Return where ``url`` is actually read from after applying the mirror map.
+
+        The longest matching prefix is replaced by its target; with the ``"*"`` mirror,
+        ``https://host/a/b.zip`` becomes ``<target>/host/a/b.zip``. A target without a scheme is a
+        local directory and becomes a ``file://`` URL. Plain local paths are returned unchanged.
+        """
+        if not _has_scheme(url):
+            return url
+        for prefix, target in self._mirrors:
+            if url.startswith(prefix):
+                return _join_target(target, url[len(prefix) :])
+        if self._wildcard is not None:
+            parts = urlsplit(url)
+            if parts.scheme in ("http", "https"):
+                rest = parts.netloc.rpartition("@")[2] + parts.path
+                if parts.query and _has_scheme(self._wildcard):
+                    rest += "?" + parts.query  # a file path cannot carry a query
+                return _join_target(self._wildcard, rest)
+        return url
+
+    # -- plain requests ----------------------------------------------------------------------
+
+    def get(
+        self,
+        url: str,
+        *,
+        params: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | tuple[float, float] | None = None,
+    ) -> requests.Response:
+        """One GET through the retrying session; non-2xx after retries raises ``HttpStatusError``.
+
+        Error messages name the URL with query values replaced by ``***``; the underlying
+        exception is not chained because its text and attributes embed the full URL.
+        """
+        target = self.resolve(url)
+        shown = safe_url(_with_params(url, params))
+        if urlsplit(target).scheme not in ("http", "https"):
+            raise DownloadError(f"GET {shown}: mirrored to {safe_url(target)}, which is not HTTP")
+        try:
+            response = self._session.get(
+                target,
+                params=params,
+                headers=dict(headers or {}),
+                timeout=timeout if timeout is not None else self._timeout,
+            )
+        except requests.RequestException as exc:
+            raise DownloadError(
+                f"GET {shown} failed: {_describe(exc, _with_params(target, params))}"
+            ) from None
+        if not response.ok:
+            status, reason = response.status_code, response.reason or ""
+            response.close()
+            raise HttpStatusError(shown, status, reason) from None
+        return response
+
+    def get_json(
+        self,
+        url: str,
+        *,
+        params: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """GET and decode JSON; an undecodable body raises ``DownloadError``."""
+        merged = {"Accept": "application/json", **dict(headers or {})}
+        response = self.get(url, params=params, headers=merged)
+        try:
+            return response.json()
+        except ValueError as exc:
+            shown = safe_url(_with_params(url, params))
+            raise DownloadError(f"invalid JSON from {shown}: {exc}") from None
+
+    # -- downloads ---------------------------------------------------------------------------
+
+    def cache_path(self, url: str, filename: str | None = None) -> Path:
+        """Where ``fetch`` caches ``url``: ``cache_dir/<sha1(url)[:16]>/<filename>``.
+
+        Keyed on the *original* URL so a mirror and the origin share one cache entry.
+        """
+        key = hashlib.sha1(url.encode("utf-8"), usedforsecurity=False).hexdigest()[:16]
+        name = filename or unquote(Path(urlsplit(url).path).name) or "download"
+        return self.cache_dir / key / name
+
+    def fetch(
+        self,
+        url: str,
+        *,
+        md5: str | None = None,
+        md5_url: str | None = None,
+        sha256: str | None = None,
+        filename: str | None = None,
+        refresh: bool = False,
+    ) -> Path:
+        """Return a local path to the verified bytes of ``url``.
+
+        ``file://`` URLs and plain paths (after mirroring) are used in place. HTTP(S) sources go
+        through the cache (see :meth:`cache_path`): a cached copy that verifies is returned without
+        any request; otherwise the body is streamed to ``<final>.part`` (resuming an existing one
+        with ``Range``), verified, and atomically renamed. ``md5_url`` names a checksum file (the
+        GroupLens ``.md5`` format or GNU md5sum); it is itself cached, and ``refresh=True``
+        re-fetches both.
+        """
+        checks: dict[str, str] = {}
+        if md5:
+            checks["md5"] = md5.strip().lower()
+        if sha256:
+            checks["sha256"] = sha256.strip().lower()
+        if md5_url:
+            published = self._published_md5(md5_url, url, filename, refresh=refresh)
+            if "md5" in checks and checks["md5"] != published:
+                raise ChecksumMismatchError(safe_url(url), checks["md5"], published, "md5")
+            checks["md5"] = published
+
+        source = self.resolve(url)
+        if not _has_scheme(source) or urlsplit(source).scheme == "file":
+            return self._local(url, source, checks)
+        if urlsplit(source).scheme not in ("http", "https"):
+            raise DownloadError(f"unsupported URL scheme in {safe_url(source)}")
+
+        final = self.cache_path(url, filename)
+        part = final.with_name(final.name + ".part")
+        with _exclusive_lock(final.with_name(final.name + ".lock")):
+            if final.exists() and not refresh:
+                bad = _first_mismatch(final, checks)
+                if bad is None:
+                    log.info("cache hit for %s: %s", safe_url(url), final)
+                    return final
+                log.warning("cached %s fails its %s check; downloading again", final, bad[0])
+                final.unlink()
+            if refresh and part.exists():
+                part.unlink()  # a stale partial may belong to an older version of the file
+            shown = safe_url(url) if source == url else f"{safe_url(url)} (via {safe_url(source)})"
+            self._download(source, part, shown=shown)
+            bad = _first_mismatch(part, checks)
+            if bad is not None:
+                part.unlink()  # never keep (or later resume from) bytes known to be wrong
+                raise ChecksumMismatchError(safe_url(url), bad[1], bad[2], bad[0])
+            os.replace(part, final)
+        log.info("downloaded %s to %s", safe_url(url), final)
+        return final
+
+    def _published_md5(
+        self, md5_url: str, data_url: str, filename: str | None, *, refresh: bool
+    ) -> str:
+        path = self.fetch(md5_url, refresh=refresh)
+        name = filename or unquote(Path(urlsplit(data_url).path).name)
+        try:
+            return parse_md5_text(path.read_text(encoding="utf-8", errors="replace"), name)
+        except ValueError as exc:
+            raise DownloadError(f"cannot read checksum file {safe_url(md5_url)}: {exc}") from None
+
+    def _local(self, url: str, source: str, checks: Mapping[str, str]) -> Path:
+        """Use a local file in place (no copy): it may be gigabytes and is already on disk."""
+        if _has_scheme(source):
+            parts = urlsplit(source)
+            if parts.netloc not in ("", "localhost"):
+                raise DownloadError(f"file URL with a remote host is not supported: {source}")
+            path = Path(url2pathname(parts.path))
+        else:
+            path = Path(source).expanduser()
+        if not path.is_file():
+            via = f" (mirror of {safe_url(url)})" if source != url else ""
+            raise DownloadError(f"local source {path} does not exist{via}")
+        bad = _first_mismatch(path, checks)
+        if bad is not None:
+            raise ChecksumMismatchError(str(path), bad[1], bad[2], bad[0])
+        log.info("using local file %s", path)
+        return path
+
+    def _download(self, source: str, part: Path, *, shown: str) -> None:
+        """Stream ``source`` into ``part``, resuming after truncation, until it is complete.
+
+        urllib3 already retries failures *before* a response arrives (connect, read timeout,
+        429/5xx). A body that breaks off midway is handled here: the bytes received are kept and
+        the next attempt asks for the rest with ``Range``. Up to ``settings.retries`` such
+        resumptions, with the same exponential backoff, before giving up.
+        """
+        part.parent.mkdir(parents=True, exist_ok=True)
+        attempt = 0
+        while True:
+            offset = part.stat().st_size if part.exists() else 0
+            # identity: Range offsets and Content-Length must count the bytes we store.
+            headers = {"Accept-Encoding": "identity"}
+            if offset:
+                headers["Range"] = f"bytes={offset}-"
+                log.info("resuming %s at byte %d", shown, offset)
+            else:
+                log.info("downloading %s", shown)
+            try:
+                response = self._session.get(
+                    source, headers=headers, stream=True, timeout=self._timeout
+                )
+            except requests.RequestException as exc:
+                raise DownloadError(f"GET {shown} failed: {_describe(exc, source)}") from None
+
+            with response:
+                status = response.status_code
+                if status == 416 and offset:
+                    # Our .part is as long as (or longer than) the file: complete, or junk.
+                    _, total = _content_range(response.headers.get("Content-Range"))
+                    if total == offset:
+                        return
+                    part.unlink()
+                    error = f"HTTP 416 for a {offset}-byte partial file"
+                elif status not in (200, 206):
+                    raise HttpStatusError(shown, status, response.reason or "")
+                else:
+                    mode = "wb"
+                    if status == 206:
+                        start, _ = _content_range(response.headers.get("Content-Range"))
+                        if start == offset:
+                            mode = "ab"
+                        else:
+                            # A range we did not ask for cannot be appended; start over.
+                            part.unlink(missing_ok=True)
+                            attempt += 1
+                            if attempt > self.settings.retries:
+                                raise DownloadError(
+                                    f"{shown}: server answered Range bytes={offset}- with "
+                                    f"Content-Range {response.headers.get('Content-Range')!r}"
+                                )
+                            continue
+                    elif offset:
+                        log.info("%s: server ignored Range; restarting from byte 0", shown)
+                        offset = 0
+                    error = self._stream_body(response, part, mode, offset, shown)
+                    if error is None:
+                        return
+
+            attempt += 1
+            if attempt > self.settings.retries:
+                size = part.stat().st_size if part.exists() else 0
+                raise DownloadError(
+                    f"download of {shown} failed after {attempt} attempts: {error} "
+                    f"({size} bytes kept in {part} for a later resume)"
+                )
+            log.warning("download of %s interrupted (%s); will resume", shown, error)
+            time.sleep(self._backoff(attempt))
+
+    def _stream_body(
+        self, response: requests.Response, part: Path, mode: str, offset: int, shown: str
+    ) -> str | None:
+        """Write the body to ``part``; return ``None`` if complete, else why it broke off."""
+        length_header = response.headers.get("Content-Length")
+        length = int(length_header) if length_header and length_header.isdigit() else None
+        # Only compare byte counts when the wire bytes are what we store.
+        encoded = response.headers.get("Content-Encoding", "identity").lower() != "identity"
+        written = 0
+        try:
+            with (
+                part.open(mode) as fh,
+                tqdm(
+                    total=offset + length if length is not None else None,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=part.name.removesuffix(".part"),
+                    disable=not self.settings.progress,
+                    leave=False,
+                ) as bar,
+            ):
+                # Decoded content (a server that compressed despite "identity") can't be resumed:
+                # Range offsets would count encoded bytes. Otherwise read the raw bytes.
+                chunks = response.iter_content(_CHUNK) if encoded else _raw_chunks(response.raw)
+                for chunk in chunks:
+                    fh.write(chunk)
+                    written += len(chunk)
+                    bar.update(len(chunk))
+        except (
+            requests.RequestException,
+            urllib3.exceptions.HTTPError,
+            ConnectionError,
+            TimeoutError,
+        ) as exc:
+            # Network failure mid-body; disk errors (plain OSError) propagate as themselves.
+            if encoded:
+                part.unlink(missing_ok=True)
+            return _describe(exc, response.url)
+        if length is not None and not encoded and written < length:
+            return f"body ended after {written} of {length} bytes"
+        return None
+
+    def _backoff(self, attempt: int) -> float:
+        """Same schedule urllib3 uses between retries (factor * 2**(n-1), capped at 120 s)."""
+        if attempt <= 1:
+            return 0.0
+        return min(120.0, self.settings.backoff_factor * (2 ** (attempt - 1)))
+
+
+# --------------------------------------------------------------------------------------------
+# Internal helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _raw_chunks(raw: Any) -> Iterator[bytes]:
+    """Yield body bytes as they arrive, undecoded.
+
+    ``read1`` returns whatever is available, so when the body breaks off every byte received
+    before the break has already been yielded (and written to ``.part``). ``iter_content`` reads
+    fixed-size blocks and drops a partially filled block when the connection dies, which would
+    make resuming pointless for bodies smaller than the block size. ``read1`` is urllib3 >= 2.3;
+    older versions fall back to ``stream``.
+    """
+    try:
+        data = raw.read1(_CHUNK, decode_content=False)
+    except (AttributeError, NotImplementedError, TypeError):
+        yield from raw.stream(_CHUNK, decode_content=False)
+        return
+    while data:
+        yield data
+        data = raw.read1(_CHUNK, decode_content=False)
+
+
+def _has_scheme(value: str) -> bool:
+    """True for ``scheme://...`` URLs; false for plain paths (including ``C:\\x`` on Windows)."""
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", value)) and "://" in value
+
+
+def _join_target(target: str, rest: str) -> str:
+    """Join a mirror target and the remainder of a URL with exactly one ``/``."""
+    base = target if _has_scheme(target) else Path(target).expanduser().resolve().as_uri()
+    if not rest:
+        return base
+    return base.rstrip("/") + "/" + rest.lstrip("/")
+
+
+def _with_params(url: str, params: Any) -> str:
+    """The URL ``requests`` will actually send (so its query values can be redacted)."""
+    if not params:
+        return url
+    prepared = PreparedRequest()
+    try:
+        prepared.prepare_url(url, params)
+    except Exception:  # unpreparable URL: the request itself will fail and say why
+        return url
+    return prepared.url or url
+
+
+def _describe(exc: BaseException, *urls: str) -> str:
+    """A one-line, query-free description of a network exception."""
+    return f"{type(exc).__name__}: {_redact(str(exc), *urls)}"

@@ -1,0 +1,1 @@
+"""Shared helpers for the test suite (loopback HTTP server, ...); not collected as tests."""

@@ -1,0 +1,62 @@
+"""Assembling parsed frames into users/items/interactions: ids, catalogue order, counted drops."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from datasources.assemble import assemble_dataset, natural_order
+from datasources.formats import parse_table
+from tests.support import fixtures
+
+
+def _interactions(rows):
+    frame = pd.DataFrame(rows, columns=["user_key", "item_key", "rating", "ts"])
+    frame["label"] = pd.array([pd.NA] * len(frame), dtype="Int8")
+    return frame.astype({"ts": "Int64"})
+
+
+def test_natural_order_is_numeric_for_numeric_keys():
+    assert natural_order(pd.Series(["10", "9", "100", "9"])).tolist() == ["9", "10", "100"]
+    assert natural_order(pd.Series(["b", "a10", "a9"])).tolist() == ["a10", "a9", "b"]
+
+
+def test_ids_follow_catalogue_and_inactive_items_are_dropped_and_counted():
+    items = pd.DataFrame({"item_key": ["5", "1", "3", "9"], "title": ["e", "a", "c", "never"]})
+    inter = _interactions([("u2", "3", 4.0, 2), ("u1", "5", 1.0, 1), ("u1", "1", 2.0, 3), ("u1", "7", 5.0, 4)])
+    out = assemble_dataset(inter, items)
+    # Catalogue order (5, 1, 3), then keys missing from the catalogue (7), inactive 9 dropped.
+    assert out.items.item_key.tolist() == ["5", "1", "3", "7"]
+    assert out.items.item_id.tolist() == [0, 1, 2, 3]
+    assert out.report["items_inactive_catalogue_entries_dropped"] == 1
+    assert out.report["items_keys_missing_from_catalogue"] == 1
+    assert out.users.user_key.tolist() == ["u1", "u2"]
+    assert out.interactions[["user_id", "item_id"]].values.tolist() == [[0, 0], [0, 1], [0, 3], [1, 2]]
+    kept = assemble_dataset(inter, items, keep_inactive=True)
+    assert "9" in kept.items.item_key.tolist()
+
+
+def test_duplicates_keep_latest_and_null_items_are_counted():
+    inter = _interactions([("1", "a", 1.0, 10), ("1", "a", 5.0, 20), ("2", None, 3.0, 5), ("2", "b", 3.0, 5)])
+    out = assemble_dataset(inter)
+    assert out.report["duplicate_pairs_dropped"] == 1
+    assert out.report["rows_with_unknown_item_dropped"] == 1
+    assert out.interactions.rating.tolist() == [5.0, 3.0]
+
+
+def test_kgat_indices_are_translated_to_source_keys(tmp_path):
+    files = fixtures.kgat_files()
+    for name, payload in files.items():
+        (tmp_path / name).write_bytes(payload)
+    inter = pd.concat([parse_table("kgat.pairs", "interactions", tmp_path / f) for f in ("train.txt", "test.txt")])
+    items = parse_table("kgat.item_list", "items", tmp_path / "item_list.txt")
+    users = parse_table("kgat.user_list", "users", tmp_path / "user_list.txt")
+    out = assemble_dataset(inter, items, users, key_space="index")
+    assert out.users.user_key.iloc[0] == "A00000REVIEWER"
+    # KGAT index i is our item_id i: the catalogue is ordered by remap id.
+    assert (out.items.source_index.to_numpy() == out.items.item_id.to_numpy()).all()
+    assert len(out.interactions) == 25
+    bad = inter.copy()
+    bad.loc[0, "item_key"] = "999"
+    with pytest.raises(ValueError, match="unknown item index"):
+        assemble_dataset(bad, items, users, key_space="index")
