@@ -6,9 +6,11 @@ import dagster as dg
 
 from assets.checks import INGEST_CHECKS
 from assets.ingest import dataset_tables, source_files, split
+from assets.kg import KG_CHECKS, knowledge_graph
 from pipeline.resources import HttpResource, LakeResource, WarehouseResource
 
 INGEST_ASSETS = [source_files, dataset_tables, split]
+KG_ASSETS = [knowledge_graph]
 
 ingest_job = dg.define_asset_job(
     "ingest",
@@ -17,6 +19,12 @@ ingest_job = dg.define_asset_job(
 )
 
 # The main job is the whole asset graph; every later stage joins it by being in the graph.
+kg_job = dg.define_asset_job(
+    "kg",
+    selection=dg.AssetSelection.groups("kg"),
+    description="Stage 2 only: link items to entities and build the KG (needs the ingest tables).",
+)
+
 main_job = dg.define_asset_job(
     "main",
     selection=dg.AssetSelection.all(),
@@ -25,9 +33,9 @@ main_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*INGEST_ASSETS],
-    asset_checks=[*INGEST_CHECKS],
-    jobs=[main_job, ingest_job],
+    assets=[*INGEST_ASSETS, *KG_ASSETS],
+    asset_checks=[*INGEST_CHECKS, *KG_CHECKS],
+    jobs=[main_job, ingest_job, kg_job],
     resources={
         "http": HttpResource(),
         "lake": LakeResource(),

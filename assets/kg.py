@@ -1,0 +1,194 @@
+"""Stage 2 — knowledge graph: link items to Freebase-style entities and build the triples.
+
+One multi-asset writes ``item_links``, ``entities``, ``relations``, ``kg_triples`` and the
+Table-1 block ``kg_stats`` together (they share one id space, so they are built and written as a
+unit). Sources are composable readers (``datasources.kg.sources``); the merge, id mapping and
+cleaning are ``datasources.kg.build``. Optionally, triples are fetched from Wikidata by the
+items' Freebase MIDs (P646) — the way to rebuild a paper-style Freebase KG now that Freebase
+itself is gone.
+"""
+
+import json
+import re
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from assets.metadata import stats_markdown, table_metadata
+from datasources.fetch import resolve_location
+from datasources.kg.build import KGBuildOptions, build_kg, validate_kg
+from datasources.kg.sources import DEFAULT_KG_SOURCES, KGSource, load_kg_sources
+from pipeline.partitions import dataset_partitions
+from pipeline.resources import HttpResource, LakeResource, WarehouseResource
+
+GROUP = "kg"
+OWNERS = ["team:data"]
+KG_TABLES = ("item_links", "entities", "relations", "kg_triples", "kg_stats")
+
+
+class KGSourceConfig(dg.Config):
+    name: str = Field(description="Label of the source in the statistics (e.g. kb4rec, satori, omdb).")
+    kind: str = Field(description="Reader kind, e.g. links.kb4rec, triples.mkr, meta.omdb (see datasources.kg.sources).")
+    locations: list[str] = Field(default_factory=list, description="Files it reads: paths, file:// or http(s) URLs.")
+
+
+class KGDatasetConfig(dg.Config):
+    sources: list[KGSourceConfig] | None = Field(
+        default=None, description="Sources to merge, in priority order; default: the registry's upstream files."
+    )
+    add_reverse: bool = Field(default=False, description="Add an inverse triple (relation '<key>~inv') for every triple.")
+    min_relation_triples: int = Field(default=1, description="Drop relations with fewer triples.")
+    min_entity_degree: int = Field(default=1, description="Drop attribute entities in fewer triples (items are kept).")
+    max_entity_degree: int | None = Field(default=None, description="Cap hub entities at this many triples (seeded).")
+    seed: int = 0
+    wikidata: bool = Field(default=False, description="Also fetch triples from Wikidata by the items' Freebase MIDs (online).")
+    wikidata_domain: str = Field(default="film", description="Property set for Wikidata: 'film' or 'book'.")
+    wikidata_endpoint: str = "https://query.wikidata.org/sparql"
+    wikidata_batch_size: int = 200
+    wikidata_min_interval_s: float = 1.0
+
+
+class KGConfig(dg.Config):
+    """Stage 2 — which KG sources each dataset merges and how the graph is cleaned."""
+
+    datasets: dict[str, KGDatasetConfig] = Field(default_factory=dict)
+    refresh: bool = Field(default=False, description="Download sources again even when cached.")
+
+
+def _configured_sources(dataset: str, config: KGDatasetConfig) -> list[KGSource]:
+    if config.sources is None:
+        return list(DEFAULT_KG_SOURCES.get(dataset, ()))
+    return [KGSource(s.name, s.kind, tuple(s.locations)) for s in config.sources]
+
+
+def leaked_interactions(entities: pd.DataFrame, relations: pd.DataFrame, user_keys: pd.Series) -> list[str]:
+    """Signs that user–item interactions were encoded in the KG (which would leak valid/test).
+
+    The KG holds items and their attributes only; interactions enter the model from the train
+    split alone. A user as an entity, or an interaction-like relation, means a source file
+    carried interactions (some KGAT-derived releases do).
+    """
+    problems = []
+    keys = set(entities["entity_key"].astype(str))
+    users = set(user_keys.astype(str))
+    user_entities = keys & (users | {f"user:{u}" for u in users})
+    if user_entities:
+        problems.append(f"{len(user_entities)} users appear as KG entities (e.g. {sorted(user_entities)[0]!r})")
+    interaction_like = relations["relation_key"].astype(str).str.contains(r"\binteract|user\b", flags=re.I, regex=True)
+    if interaction_like.any():
+        problems.append(f"interaction-like relations: {relations['relation_key'][interaction_like].tolist()[:5]}")
+    return problems
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("item_links", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"},
+                     description="Item → entity links (Freebase MIDs, Satori ids, ...) with the source that gave each."),
+        dg.AssetSpec("entities", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"},
+                     description="All KG entities, ITEMS FIRST (entity_id = item_id), then attributes: key, readable name, kind."),
+        dg.AssetSpec("relations", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"},
+                     description="Relation vocabulary with triple counts."),
+        dg.AssetSpec("kg_triples", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"},
+                     description="Deduplicated (head_id, relation_id, tail_id) triples over entity ids, with their source."),
+        dg.AssetSpec("kg_stats", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"},
+                     description="The paper's Table 1 for the KG: #entities, #relations, #triplets, share of items linked — overall and per source."),
+    ],
+    partitions_def=dataset_partitions,
+    can_subset=False,
+)
+def knowledge_graph(context: dg.AssetExecutionContext, config: KGConfig, http: HttpResource,
+                    lake: LakeResource, warehouse: WarehouseResource):
+    dataset = context.partition_key
+    settings = config.datasets.get(dataset, KGDatasetConfig())
+    sources = _configured_sources(dataset, settings)
+    store = lake.lake()
+    items = store.read_pandas(dataset, "items")
+    extract_root = lake.cache_dir("extracted")
+
+    with http.client() as client:
+        inputs = load_kg_sources(sources, lambda loc: resolve_location(loc, client, extract_root, config.refresh), items)
+        if settings.wikidata:
+            from datasources.kg.wikidata import BOOK_PROPERTIES, FILM_PROPERTIES, WikidataClient
+
+            properties = BOOK_PROPERTIES if settings.wikidata_domain == "book" else FILM_PROPERTIES
+            wikidata = WikidataClient(client, endpoint=settings.wikidata_endpoint, batch_size=settings.wikidata_batch_size,
+                                      min_interval_s=settings.wikidata_min_interval_s, cache_dir=lake.cache_dir("wikidata"))
+            inputs.triple_sources.append(("wikidata", wikidata.triples_for_mids(inputs.linked_mids(), properties)))
+
+    options = KGBuildOptions(
+        add_reverse=settings.add_reverse,
+        min_relation_triples=settings.min_relation_triples,
+        min_entity_degree=settings.min_entity_degree,
+        max_entity_degree=settings.max_entity_degree,
+        seed=settings.seed,
+    )
+    result = build_kg(items, inputs.links, inputs.triple_sources, inputs.merged_names(), inputs.merged_types(), options)
+    table1 = result.table1()
+    table1.insert(0, "dataset", dataset)
+    tables = {
+        "item_links": result.item_links,
+        "entities": result.entities,
+        "relations": result.relations,
+        "kg_triples": result.kg_triples,
+        "kg_stats": table1.drop(columns=["dataset"]),
+    }
+    paths = {name: store.write(dataset, name, frame) for name, frame in tables.items()}
+    warehouse.warehouse().refresh_views()
+
+    overall = result.stats["overall"]
+    context.log.info(f"{dataset} KG: {overall}")
+    for name in ("item_links", "entities", "relations"):
+        yield dg.MaterializeResult(asset_key=name, metadata=table_metadata(tables[name], paths[name]))
+    yield dg.MaterializeResult(
+        asset_key="kg_triples",
+        metadata={
+            **table_metadata(tables["kg_triples"], paths["kg_triples"]),
+            "table_1": stats_markdown(overall, f"{dataset} — Table 1 (knowledge graph)"),
+            "build_options": dg.MetadataValue.json(options.__dict__),
+            "dropped": dg.MetadataValue.json(result.stats.get("dropped", {})),
+            "links": dg.MetadataValue.json(result.stats.get("links", {})),
+            "sources": dg.MetadataValue.json([s.__dict__ | {"locations": list(s.locations)} for s in sources]),
+            **{f"stats/{k}": v for k, v in overall.items() if isinstance(v, int | float)},
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="kg_stats",
+        metadata={
+            **table_metadata(tables["kg_stats"], paths["kg_stats"], sample_rows=20),
+            "stats_json": dg.MetadataValue.json(json.loads(json.dumps(result.stats, default=str))),
+        },
+    )
+
+
+def _result(problems: list[str], **metadata) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"), **metadata},
+    )
+
+
+@dg.asset_check(asset="kg_triples", blocking=True,
+                description="Every triple's ids exist in entities/relations; items-first ids; no duplicates or self-loops.")
+def kg_ids_valid(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    from datasources.kg.build import KGResult
+
+    store, dataset = lake.lake(), context.partition_key
+    result = KGResult(*(store.read_pandas(dataset, t) for t in ("item_links", "entities", "relations", "kg_triples")))
+    n_items = store.read(dataset, "items", ["item_id"]).num_rows
+    return _result(validate_kg(result, n_items), n_items=n_items)
+
+
+@dg.asset_check(asset="kg_triples", blocking=True,
+                description="No user–item interaction (so no valid/test pair) is encoded in the KG.")
+def kg_holds_no_interactions(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    store, dataset = lake.lake(), context.partition_key
+    problems = leaked_interactions(
+        store.read_pandas(dataset, "entities", ["entity_key"]),
+        store.read_pandas(dataset, "relations", ["relation_key"]),
+        store.read_pandas(dataset, "users", ["user_key"])["user_key"],
+    )
+    return _result(problems)
+
+
+KG_CHECKS = [kg_ids_valid, kg_holds_no_interactions]

@@ -1,0 +1,152 @@
+"""Composable KG sources: what to read for each dataset's knowledge graph, and how.
+
+A :class:`KGSource` names a *kind* (which reader), the file locations it needs (URLs, ``file://``
+or local paths, ``<zip>!/<member>`` for archive members — resolved by the same download layer as
+the ingest stage) and a label used in the Table-1 statistics. :data:`DEFAULT_KG_SOURCES` lists the
+real upstream files for each dataset partition; a run config can replace the list (that is how
+``configs/offline.yaml`` points at ``../shared/data``).
+
+Kinds:
+
+==============================  ==============================================================
+``links.kb4rec``                KB4Rec ``ml2fb.txt`` / ``ab2fb.txt`` (item key TAB Freebase MID)
+``links.recbole``               RecBole ``.link`` (item_id, entity_id)
+``links.kgat_item_list``        KGAT ``item_list.txt`` (org_id remap_id freebase_id)
+``links.item_index2entity_id``  MKR/RippleNet ``item_index2entity_id.txt`` (→ ``satori:<id>``)
+``triples.kgat``                KGAT ``kg_final.txt`` [+ ``entity_list.txt``, ``relation_list.txt``]
+``triples.recbole``             RecBole ``.kg`` (MID relation MID)
+``triples.mkr``                 MKR/RippleNet ``kg.txt`` (Satori ids)
+``meta.movielens``              genre and year triples from the ``items`` table (no file)
+``meta.omdb``                   OMDb records (JSON lines): director, writer, actors, genre, ...
+``meta.amazon_categories``      RecBole Amazon-Books ``.item`` categories
+``names.freebase``              Freebase names (``mid TAB name``)
+``types.freebase``              Freebase types/roles (``mid TAB type``)
+==============================  ==============================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from datasources.kg import metadata, readers
+from datasources.kg.readers import Triples
+from datasources.registry import KGAT_RAW
+
+RECBOLE_EXAMPLE = "https://raw.githubusercontent.com/RUCAIBox/RecBole/master/recbole/dataset_example/ml-100k"
+KB4REC = "https://raw.githubusercontent.com/RUCDM/KB4Rec/master/Linkage"
+MKR_MOVIE = "https://raw.githubusercontent.com/hwwang55/MKR/master/data/movie"
+REXREX9_FBKG = (
+    "https://raw.githubusercontent.com/rexrex9/kb4recMovielensDataProcess/master/data_set/ml-1m/easy-fbkg"
+)
+
+
+@dataclass(frozen=True)
+class KGSource:
+    name: str
+    kind: str
+    locations: tuple[str, ...] = ()
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class KGInputs:
+    """Loaded sources, in the shape :func:`datasources.kg.build.build_kg` takes."""
+
+    links: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    triple_sources: list[tuple[str, Triples]] = field(default_factory=list)
+    names: list[pd.DataFrame] = field(default_factory=list)
+    types: list[pd.DataFrame] = field(default_factory=list)
+
+    def merged_names(self) -> pd.DataFrame | None:
+        return pd.concat(self.names, ignore_index=True) if self.names else None
+
+    def merged_types(self) -> pd.DataFrame | None:
+        return pd.concat(self.types, ignore_index=True) if self.types else None
+
+    def linked_mids(self) -> list[str]:
+        """Freebase MIDs any link source gives (what a Wikidata lookup starts from)."""
+        keys = pd.concat([df["entity_key"] for _, df in self.links], ignore_index=True) if self.links else pd.Series([], dtype=str)
+        return sorted(k for k in keys.unique() if isinstance(k, str) and k[:2] in ("m.", "g."))
+
+
+def _one(source: KGSource, paths: Sequence[Path]) -> Path:
+    if len(paths) != 1:
+        raise ValueError(f"KG source {source.name!r} ({source.kind}) needs exactly one location, got {len(paths)}")
+    return paths[0]
+
+
+def _triples_only(frame: pd.DataFrame) -> Triples:
+    return Triples(frame, readers.empty_names())
+
+
+# kind -> (group, loader(source, paths, items))
+_LOADERS: dict[str, tuple[str, Callable[[KGSource, Sequence[Path], pd.DataFrame], object]]] = {
+    "links.kb4rec": ("links", lambda s, p, _: readers.read_kb4rec_links(_one(s, p))),
+    "links.recbole": ("links", lambda s, p, _: readers.read_recbole_link(_one(s, p))),
+    "links.kgat_item_list": ("links", lambda s, p, _: readers.read_kgat_item_list(_one(s, p))),
+    "links.item_index2entity_id": ("links", lambda s, p, _: readers.read_item_index2entity_id(_one(s, p))),
+    "triples.kgat": ("triples", lambda s, p, _: _triples_only(readers.read_kgat_kg_final(*p))),
+    "triples.recbole": ("triples", lambda s, p, _: _triples_only(readers.read_recbole_kg(_one(s, p)))),
+    "triples.mkr": ("triples", lambda s, p, _: _triples_only(readers.read_mkr_kg(_one(s, p)))),
+    "meta.movielens": ("triples", lambda s, p, items: metadata.movielens_metadata_triples(items)),
+    "meta.omdb": ("triples", lambda s, p, _: metadata.omdb_triples(metadata.read_omdb_metadata(_one(s, p)))),
+    "meta.amazon_categories": ("triples", lambda s, p, _: metadata.amazon_category_triples(_one(s, p))),
+    "names.freebase": ("names", lambda s, p, _: readers.read_freebase_names(_one(s, p))),
+    "types.freebase": ("types", lambda s, p, _: readers.read_freebase_types(_one(s, p))),
+}
+KG_SOURCE_KINDS = tuple(_LOADERS)
+
+
+def load_kg_sources(
+    sources: Sequence[KGSource], resolve: Callable[[str], Path], items: pd.DataFrame
+) -> KGInputs:
+    """Resolve every source's locations to local files and read them."""
+    inputs = KGInputs()
+    for source in sources:
+        if source.kind not in _LOADERS:
+            raise ValueError(f"unknown KG source kind {source.kind!r}; known: {', '.join(KG_SOURCE_KINDS)}")
+        group, loader = _LOADERS[source.kind]
+        paths = [resolve(location) for location in source.locations]
+        loaded = loader(source, paths, items)
+        if group == "links":
+            inputs.links.append((source.name, loaded))
+        elif group == "triples":
+            inputs.triple_sources.append((source.name, loaded))
+        elif group == "names":
+            inputs.names.append(loaded)
+        else:
+            inputs.types.append(loaded)
+    return inputs
+
+
+DEFAULT_KG_SOURCES: Mapping[str, tuple[KGSource, ...]] = {
+    # RecBole's ml-100k KG: KB4Rec-linked Freebase triples (91,631) and item links.
+    "ml-100k": (
+        KGSource("recbole_link", "links.recbole", (f"{RECBOLE_EXAMPLE}/ml-100k.link",)),
+        KGSource("freebase", "triples.recbole", (f"{RECBOLE_EXAMPLE}/ml-100k.kg",)),
+        KGSource("movielens", "meta.movielens"),
+    ),
+    # KB4Rec Freebase links, the MKR Satori KG, MovieLens genres/years, Freebase names/types.
+    # (The KB4Rec Freebase subgraph itself is not published as a file: rebuild it from Wikidata
+    # by Freebase id with `wikidata: true`, see the README.)
+    "ml-1m": (
+        KGSource("kb4rec", "links.kb4rec", (f"{KB4REC}/ml2fb.txt",)),
+        KGSource("satori", "links.item_index2entity_id", (f"{MKR_MOVIE}/item_index2entity_id.txt",)),
+        KGSource("satori", "triples.mkr", (f"{MKR_MOVIE}/kg.txt",)),
+        KGSource("movielens", "meta.movielens"),
+        KGSource("freebase_names", "names.freebase", (f"{REXREX9_FBKG}/e_names_fb.tsv",)),
+        KGSource("freebase_types", "types.freebase", (f"{REXREX9_FBKG}/e_types_fb.tsv",)),
+    ),
+    # The KGAT release: item MIDs and kg_final (Freebase, 39 relations), plus KB4Rec links.
+    "amazon-book": (
+        KGSource("kgat_items", "links.kgat_item_list", (f"{KGAT_RAW}/item_list.txt",)),
+        KGSource("kb4rec", "links.kb4rec", (f"{KB4REC}/ab2fb.txt",)),
+        KGSource("kgat", "triples.kgat", (
+            f"{KGAT_RAW}/kg_final.txt.zip!/kg_final.txt", f"{KGAT_RAW}/entity_list.txt", f"{KGAT_RAW}/relation_list.txt",
+        )),
+    ),
+}
