@@ -7,10 +7,12 @@ import dagster as dg
 from assets.checks import INGEST_CHECKS
 from assets.ingest import dataset_tables, source_files, split
 from assets.kg import KG_CHECKS, knowledge_graph
+from assets.neighbors import NEIGHBOR_CHECKS, neighbor_sequences
 from pipeline.resources import HttpResource, LakeResource, WarehouseResource
 
 INGEST_ASSETS = [source_files, dataset_tables, split]
 KG_ASSETS = [knowledge_graph]
+NEIGHBOR_ASSETS = [neighbor_sequences]
 
 ingest_job = dg.define_asset_job(
     "ingest",
@@ -33,8 +35,8 @@ main_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*INGEST_ASSETS, *KG_ASSETS],
-    asset_checks=[*INGEST_CHECKS, *KG_CHECKS],
+    assets=[*INGEST_ASSETS, *KG_ASSETS, *NEIGHBOR_ASSETS],
+    asset_checks=[*INGEST_CHECKS, *KG_CHECKS, *NEIGHBOR_CHECKS],
     jobs=[main_job, ingest_job, kg_job],
     resources={
         "http": HttpResource(),

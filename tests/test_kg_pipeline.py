@@ -29,6 +29,7 @@ def test_ml100k_kg_from_recbole_urls(server, data_dir, monkeypatch):
     checks = {e.event_specific_data.asset_check_key.name: e.event_specific_data.passed
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert checks["kg_ids_valid"] and checks["kg_holds_no_interactions"]
+    assert checks["sequences_well_formed"]
 
     lake = Lake(data_dir)
     entities = lake.read_pandas("ml-100k", "entities")
@@ -44,6 +45,18 @@ def test_ml100k_kg_from_recbole_urls(server, data_dir, monkeypatch):
     warehouse = Warehouse(data_dir / "warehouse.duckdb", lake)
     stats = warehouse.query("SELECT source, n_triples FROM kg_stats WHERE dataset = 'ml-100k' ORDER BY source").to_pylist()
     assert {"source": "freebase", "n_triples": 3} in stats
+    # Stage 5 ran on the same graph: every item's sequence starts with itself, users come from
+    # train pairs only, and Movie 1's first-hop neighbours include its director entity.
+    sequences = lake.read_pandas("ml-100k", "neighbor_sequences")
+    assert (sequences[sequences["pos"] == 0]["node_id"] == sequences[sequences["pos"] == 0]["item_id"]).all()
+    movie1 = sequences[(sequences["item_id"] == 0) & (sequences["hop"] == 1)]
+    assert director in set(movie1["node_id"])
+    split = lake.read_pandas("ml-100k", "split")
+    n_entities = len(entities)
+    users_of_movie1 = set(movie1.loc[movie1["node_type"] == "user", "node_id"] - n_entities)
+    train_users = set(split[(split["item_id"] == 0) & (split["split"] == "train")]["user_id"])
+    assert users_of_movie1 <= train_users
+
     # The link to unknown item 999 is counted, not silently dropped.
     links = next(m for m in result.asset_materializations_for_node("knowledge_graph") if m.asset_key.path == ["kg_triples"])
     assert "999" in str(links.metadata["links"].value)

@@ -1,0 +1,142 @@
+"""Stage 5 — neighbour sequences: BFS over the collaborative KG, train edges only.
+
+``neighbor_sequences`` holds, for every item, the sequence S_i the fusion module reads (the
+item, then its nearest users/attribute entities by hop; ``model.neighbors`` documents the exact
+definition, the tie-break and the default length). ``collaborative_kg`` is the graph itself as an
+edge table for DuckDB. Only TRAIN user–item pairs enter the graph: a valid/test pair reaching a
+sequence would leak the held-out answer into the model's input.
+"""
+
+import dagster as dg
+import numpy as np
+from matplotlib.figure import Figure
+from pydantic import Field
+
+from assets.metadata import png_markdown, stats_markdown, table_metadata
+from model.graph import build_collaborative_kg
+from model.neighbors import (
+    DEFAULT_SEQUENCE_LENGTH,
+    TIE_BREAKS,
+    bfs_neighbor_sequences,
+    sequence_stats,
+)
+from pipeline.partitions import dataset_partitions
+from pipeline.resources import LakeResource, WarehouseResource
+
+GROUP = "neighbors"
+OWNERS = ["team:ml"]
+
+
+class NeighborsConfig(dg.Config):
+    """Stage 5 — the BFS neighbour sequences."""
+
+    sequence_length: int = Field(default=DEFAULT_SEQUENCE_LENGTH, description="n: positions per item, the item included.")
+    tie_break: str = Field(default="degree", description=f"Which nodes of a truncated hop are kept: one of {TIE_BREAKS}.")
+    seed: int = Field(default=0, description="Seed of the 'random' tie-break.")
+    max_hops: int | None = Field(default=None, description="Stop after this many hops (default: until full).")
+
+
+def _length_histogram(lengths: np.ndarray, n: int):
+    # A bare Figure (no pyplot): no global state, no GUI backend in a worker process.
+    figure = Figure(figsize=(6, 2.6))
+    axis = figure.subplots()
+    axis.hist(lengths, bins=np.arange(0.5, n + 1.5, 1), color="#4C72B0")
+    axis.set_xlabel("sequence length")
+    axis.set_ylabel("items")
+    axis.set_title("BFS sequence length per item")
+    return figure
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("collaborative_kg", deps=["split", "entities", "kg_triples", "users"], group_name=GROUP,
+                     owners=OWNERS, kinds={"parquet"},
+                     description="The collaborative KG as an undirected edge table: user–item TRAIN pairs + KG triples."),
+        dg.AssetSpec("neighbor_sequences", deps=["split", "entities", "kg_triples", "users"], group_name=GROUP,
+                     owners=OWNERS, kinds={"parquet"},
+                     description="Per item, its BFS neighbour sequence: pos, node_id, node_type (item/user/entity), hop."),
+    ],
+    partitions_def=dataset_partitions,
+    can_subset=False,
+)
+def neighbor_sequences(context: dg.AssetExecutionContext, config: NeighborsConfig, lake: LakeResource,
+                       warehouse: WarehouseResource):
+    dataset = context.partition_key
+    store = lake.lake()
+    n_users = store.read(dataset, "users", ["user_id"]).num_rows
+    n_items = store.read(dataset, "items", ["item_id"]).num_rows
+    n_entities = store.read(dataset, "entities", ["entity_id"]).num_rows
+    split = store.read_pandas(dataset, "split")
+    train = split[split["split"] == "train"]
+    triples = store.read_pandas(dataset, "kg_triples", ["head_id", "relation_id", "tail_id"])
+
+    graph = build_collaborative_kg(
+        n_users, n_items, n_entities,
+        train["user_id"].to_numpy(), train["item_id"].to_numpy(),
+        triples["head_id"].to_numpy(), triples["tail_id"].to_numpy(), triples["relation_id"].to_numpy(),
+    )
+    sequences = bfs_neighbor_sequences(graph, n=config.sequence_length, max_hops=config.max_hops,
+                                       tie_break=config.tie_break, seed=config.seed)
+    edges, table = graph.to_edge_table(), sequences.to_table()
+    edge_path = store.write(dataset, "collaborative_kg", edges)
+    seq_path = store.write(dataset, "neighbor_sequences", table)
+    warehouse.warehouse().refresh_views()
+
+    stats = sequence_stats(sequences, graph)
+    length = stats["length"]
+    yield dg.MaterializeResult(
+        asset_key="collaborative_kg",
+        metadata={
+            **table_metadata(edges, edge_path),
+            "n_nodes": graph.n_nodes,
+            "n_train_pairs": len(train),
+            "n_kg_triples": len(triples),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="neighbor_sequences",
+        metadata={
+            **table_metadata(table, seq_path, sample_rows=10),
+            "length": stats_markdown({k: v for k, v in length.items() if k != "histogram"}, "sequence length"),
+            "length_histogram": png_markdown(_length_histogram(sequences.length, sequences.n), "lengths"),
+            "type_share_by_hop": dg.MetadataValue.json({str(k): v for k, v in stats["type_share_by_hop"].items()}),
+            "short_sequences": dg.MetadataValue.json(stats["short"]),
+            "sequence_length": sequences.n,
+            "tie_break": sequences.tie_break,
+        },
+    )
+
+
+@dg.asset_check(asset="neighbor_sequences", blocking=True,
+                description="Every item has a sequence starting with itself at hop 0; hops never decrease; "
+                "no user–item edge outside the train split.")
+def sequences_well_formed(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    store, dataset = lake.lake(), context.partition_key
+    seqs = store.read_pandas(dataset, "neighbor_sequences").sort_values(["item_id", "pos"])
+    n_items = store.read(dataset, "items", ["item_id"]).num_rows
+    problems = []
+    first = seqs[seqs["pos"] == 0]
+    if len(first) != n_items or not (first["node_id"].to_numpy() == first["item_id"].to_numpy()).all():
+        problems.append("not every item starts its sequence with itself")
+    same_item = seqs["item_id"].to_numpy()[1:] == seqs["item_id"].to_numpy()[:-1]
+    if (np.diff(seqs["hop"].to_numpy())[same_item] < 0).any():
+        problems.append("hops decrease inside a sequence")
+    # Leak guard: every user–item edge of the graph must be a train pair.
+    edges = store.read_pandas(dataset, "collaborative_kg")
+    interactions = edges[edges["relation"] == "interact"]
+    split = store.read_pandas(dataset, "split")
+    n_entities = store.read(dataset, "entities", ["entity_id"]).num_rows
+    train = set(zip(split.loc[split["split"] == "train", "user_id"], split.loc[split["split"] == "train", "item_id"], strict=True))
+    item_side = np.minimum(interactions["src"].to_numpy(), interactions["dst"].to_numpy())
+    user_side = np.maximum(interactions["src"].to_numpy(), interactions["dst"].to_numpy()) - n_entities
+    outside = sum((u, i) not in train for u, i in zip(user_side.tolist(), item_side.tolist(), strict=True))
+    if outside:
+        problems.append(f"{outside} user–item edges are not train pairs (valid/test leak)")
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+                  "items": n_items, "interaction_edges": len(interactions)},
+    )
+
+
+NEIGHBOR_CHECKS = [sequences_well_formed]
