@@ -57,9 +57,24 @@ def test_ml100k_kg_from_recbole_urls(server, data_dir, monkeypatch):
     train_users = set(split[(split["item_id"] == 0) & (split["split"] == "train")]["user_id"])
     assert users_of_movie1 <= train_users
 
+    # Every SQL example of the README runs against the warehouse the pipeline built.
+    for sql in readme_sql_blocks():
+        warehouse.query(sql)
+
     # The link to unknown item 999 is counted, not silently dropped.
     links = next(m for m in result.asset_materializations_for_node("knowledge_graph") if m.asset_key.path == ["kg_triples"])
     assert "999" in str(links.metadata["links"].value)
+
+
+def readme_sql_blocks() -> list[str]:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b.strip() for b in re.findall(r"```sql\n(.*?)```", readme, flags=re.S)]
+    statements = [s.strip() for b in blocks for s in b.split(";") if s.strip() and not s.strip().startswith("--")]
+    assert statements, "the README has no SQL examples"
+    return statements
 
 
 def test_kg_check_flags_users_encoded_as_entities():
