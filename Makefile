@@ -18,7 +18,7 @@ export DAGSTER_HOME ?= $(KG4REC_DATA_DIR)/dagster_home
 
 STAMP := $(VENV)/.installed
 
-.PHONY: run test ui lint install dagster-home bench-ingest clean-venv
+.PHONY: run test ui ui-check lint install dagster-home bench-ingest clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: $(STAMP)
 
 ui: $(STAMP) dagster-home
 	$(BIN)/dagster dev -m pipeline -h 127.0.0.1 -p $(PORT)
+
+# Headless Chromium screenshot of the asset graph (needs Debian's chromium: apt-get install chromium).
+ui-check: $(STAMP)
+	$(BIN)/python bench/ui_screenshot.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
