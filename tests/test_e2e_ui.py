@@ -75,9 +75,9 @@ def _serve_fixture_dataset(server) -> None:
     server.add("/gl/ml-100k.zip.md5", fixtures.grouplens_md5("ml-100k.zip", payload))
     server.add("/rb/ml-100k.link", b"item_id:token\tentity_id:token\n1\tm.01\n2\tm.02\n3\tm.03\n")
     server.add("/rb/ml-100k.kg", (
-        "head_id:token\trelation_id:token\ttail_id:token\n"
-        "m.01\tfilm.film.directed_by\tm.d1\nm.02\tfilm.film.directed_by\tm.d1\nm.03\tfilm.film.genre\tm.g1\n"
-    ).encode())
+        b"head_id:token\trelation_id:token\ttail_id:token\n"
+        b"m.01\tfilm.film.directed_by\tm.d1\nm.02\tfilm.film.directed_by\tm.d1\nm.03\tfilm.film.genre\tm.g1\n"
+    ))
 
 
 @pytest.mark.slow
