@@ -15,10 +15,9 @@ transparently.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from datasources.errors import MalformedInputError
+from datasources.textio import decode, iter_lines, read_bytes, read_header, read_recbole_atomic
 
 INTERACTION_COLUMNS = ("user_key", "item_key", "rating", "ts", "label")
 
@@ -47,48 +47,6 @@ class Parser:
 
 
 # --------------------------------------------------------------------------- low-level helpers
-
-
-def open_text(path: str | Path, encoding: str = "utf-8") -> io.TextIOBase:
-    """Open a text file, transparently gunzipping ``*.gz``."""
-    path = Path(path)
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, newline="")
-    return open(path, encoding=encoding, newline="")
-
-
-def _iter_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
-    try:
-        with open_text(path, encoding) as handle:
-            for number, line in enumerate(handle, start=1):
-                yield number, line.rstrip("\r\n")
-    except UnicodeDecodeError as exc:
-        raise MalformedInputError(path, _first_undecodable_line(path, encoding), str(exc)) from exc
-
-
-def _first_undecodable_line(path: Path, encoding: str) -> int | None:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                raw.decode(encoding)
-            except UnicodeDecodeError:
-                return number
-    return None
-
-
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes, gunzipped when the name ends in ``.gz``."""
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
-        return handle.read()
-
-
-def decode(raw: bytes, path: Path, encoding: str) -> str:
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise MalformedInputError(path, line, f"not valid {encoding}: {exc.reason} at byte {exc.start}") from None
 
 
 def check_field_counts(raw: bytes, path: Path, sep: str, n_fields: int, skip_lines: int = 0) -> None:
@@ -150,14 +108,6 @@ def read_delimited(
         engine="c",
     )
     return frame
-
-
-def read_header(path: Path, encoding: str = "utf-8") -> str:
-    """The first line of a file (decoded alone, so a bad byte further down is reported later)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        first = handle.readline()
-    return decode(first, path, encoding).rstrip("\r\n")
 
 
 def to_int(values: pd.Series, path: Path, first_line: int, what: str, nullable: bool = False) -> pd.Series:
@@ -231,7 +181,7 @@ def _items_frame(keys: list[str], raw_titles: list[str], genres: list[list[str] 
 
 def _split_double_colon(path: Path, n_fields: int) -> list[tuple[int, list[str]]]:
     rows = []
-    for number, line in _iter_lines(path, "latin-1"):
+    for number, line in iter_lines(path, "latin-1"):
         parts = line.split("::")
         if len(parts) != n_fields:
             raise MalformedInputError(path, number, f"expected {n_fields} '::'-separated fields, found {len(parts)}")
@@ -342,17 +292,6 @@ def parse_ml100k_user(path: Path, options: Mapping[str, str]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- RecBole atomic files
 
 
-def read_recbole_atomic(path: Path) -> pd.DataFrame:
-    """Read a RecBole atomic file; columns renamed from ``name:type`` to ``name``."""
-    header_line = read_header(path)
-    header = header_line.split("\t")
-    if not header_line or any(":" not in h for h in header):
-        raise MalformedInputError(path, 1, f"not a RecBole atomic header ('name:type' fields): {header_line[:80]!r}")
-    frame = read_delimited(path, sep="\t", n_fields=len(header), header=True)
-    frame.columns = [h.split(":", 1)[0] for h in header]
-    return frame
-
-
 def _column(frame: pd.DataFrame, path: Path, *names: str, required: bool = True) -> str | None:
     for name in names:
         if name in frame.columns:
@@ -424,7 +363,7 @@ def parse_kgat_pairs(path: Path, options: Mapping[str, str]) -> pd.DataFrame:
     """
     users: list[np.ndarray] = []
     items: list[np.ndarray] = []
-    for number, line in _iter_lines(path, "utf-8"):
+    for number, line in iter_lines(path, "utf-8"):
         fields = line.split()
         if not fields:
             raise MalformedInputError(path, number, "blank line (expected 'user item item ...')")

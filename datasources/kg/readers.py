@@ -21,13 +21,11 @@ Key conventions shared by the whole ``datasources.kg`` package:
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal, NoReturn
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -35,6 +33,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from datasources.errors import MalformedInputError
+from datasources.textio import iter_lines as _iter_lines
+from datasources.textio import open_text, read_recbole_atomic
 
 __all__ = [
     "ITEM_PREFIX",
@@ -93,32 +93,6 @@ def empty_names() -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # Low-level helpers
 # --------------------------------------------------------------------------------------------
-
-
-def open_text(path: str | Path, encoding: str = "utf-8") -> IO[str]:
-    """Open ``path`` for reading text, gunzipping when the name ends in ``.gz``.
-
-    ``newline=None`` folds CRLF into LF so callers never see a stray ``\\r``.
-    """
-    path = Path(path)
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, newline=None)
-    return open(path, encoding=encoding, newline=None)
-
-
-def _open_binary(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
-def _iter_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, text)`` without the line end; a decoding error names its line."""
-    with _open_binary(path) as fh:
-        for number, raw in enumerate(fh, start=1):
-            try:
-                text = raw.decode(encoding)
-            except UnicodeDecodeError as exc:
-                raise MalformedInputError(path, number, f"not valid {encoding}: {exc}") from exc
-            yield number, text.rstrip("\r\n")
 
 
 def _compression(path: Path) -> str | None:
@@ -493,50 +467,3 @@ def read_freebase_types(path: str | Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 
-def read_recbole_atomic(path: str | Path) -> pd.DataFrame:
-    """Any RecBole atomic file (``.item``, ``.user``, ``.inter``) as string columns.
-
-    Column names are the header's field names without the ``:type`` suffix. Fields use CSV
-    double-quote quoting (``"'Books', \"\"Children's Books\"\"'"`` in Amazon-Books.item), which
-    pyarrow decodes; every line must have exactly the header's number of fields.
-    """
-    path = Path(path)
-    with open_text(path) as fh:
-        header_line = fh.readline().rstrip("\n")
-    if not header_line.strip():
-        raise MalformedInputError(path, 1, "missing RecBole header")
-    columns = [f.split(":", 1)[0].strip() for f in header_line.split("\t")]
-    if len(set(columns)) != len(columns) or "" in columns:
-        raise MalformedInputError(path, 1, f"bad RecBole header {header_line!r}")
-    try:
-        table = pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(column_names=columns, skip_rows=1),
-            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char='"', double_quote=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in columns},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        _scan_csv_for_bad_line(path, len(columns), f"could not parse: {exc}")
-    return table.to_pandas()
-
-
-def _scan_csv_for_bad_line(path: Path, n_fields: int, fallback_reason: str) -> NoReturn:
-    with open_text(path) as fh:
-        reader = csv.reader(fh, delimiter="\t", quotechar='"', doublequote=True)
-        try:
-            for fields in reader:
-                if reader.line_num == 1 or not fields:
-                    continue
-                if len(fields) != n_fields:
-                    raise MalformedInputError(
-                        path,
-                        reader.line_num,
-                        f"expected {n_fields} tab-separated fields, got {len(fields)}",
-                    )
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise MalformedInputError(path, reader.line_num, str(exc)) from exc
-    raise MalformedInputError(path, None, fallback_reason)
