@@ -5,8 +5,10 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.checks import INGEST_CHECKS
+from assets.features import FEATURES_ASSETS, FEATURES_CHECKS, EncoderResource
 from assets.ingest import dataset_tables, source_files, split
 from assets.kg import KG_CHECKS, knowledge_graph
+from assets.media import MEDIA_ASSETS, MEDIA_CHECKS
 from assets.neighbors import NEIGHBOR_CHECKS, neighbor_sequences
 from pipeline.resources import HttpResource, LakeResource, WarehouseResource
 
@@ -27,6 +29,18 @@ kg_job = dg.define_asset_job(
     description="Stage 2 only: link items to entities and build the KG (needs the ingest tables).",
 )
 
+media_job = dg.define_asset_job(
+    "media",
+    selection=dg.AssetSelection.groups("media"),
+    description="Stage 3 only: posters and descriptions (needs the items table).",
+)
+
+features_job = dg.define_asset_job(
+    "features",
+    selection=dg.AssetSelection.groups("features"),
+    description="Stage 4 only: CLIP / sentence-encoder vectors (needs item_media and entities).",
+)
+
 main_job = dg.define_asset_job(
     "main",
     selection=dg.AssetSelection.all(),
@@ -35,12 +49,13 @@ main_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*INGEST_ASSETS, *KG_ASSETS, *NEIGHBOR_ASSETS],
-    asset_checks=[*INGEST_CHECKS, *KG_CHECKS, *NEIGHBOR_CHECKS],
-    jobs=[main_job, ingest_job, kg_job],
+    assets=[*INGEST_ASSETS, *KG_ASSETS, *MEDIA_ASSETS, *FEATURES_ASSETS, *NEIGHBOR_ASSETS],
+    asset_checks=[*INGEST_CHECKS, *KG_CHECKS, *MEDIA_CHECKS, *FEATURES_CHECKS, *NEIGHBOR_CHECKS],
+    jobs=[main_job, ingest_job, kg_job, media_job, features_job],
     resources={
         "http": HttpResource(),
         "lake": LakeResource(),
         "warehouse": WarehouseResource(),
+        "encoder": EncoderResource(),
     },
 )

@@ -122,7 +122,7 @@ def test_materialize_whole_graph_from_the_ui_over_graphql(server, tmp_path):
                 "assetSelection": selection,
             },
             "mode": "default",
-            "runConfigData": {},
+            "runConfigData": fixtures.offline_run_config(),
             "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "ml-100k"}]},
         }
         launched = _graphql(base, LAUNCH_RUN, {"executionParams": params})["launchRun"]

@@ -24,7 +24,9 @@ def test_ml100k_kg_from_recbole_urls(server, data_dir, monkeypatch):
         b"m.03\tfilm.film.genre\tm.g1\nm.01\tfilm.film.directed_by\tm.d1\n"
     ))
 
-    result = defs.resolve_job_def("main").execute_in_process(partition_key="ml-100k", instance=dg.DagsterInstance.ephemeral())
+    result = defs.resolve_job_def("main").execute_in_process(
+        partition_key="ml-100k", run_config=fixtures.offline_run_config(), instance=dg.DagsterInstance.ephemeral()
+    )
     assert result.success
     checks = {e.event_specific_data.asset_check_key.name: e.event_specific_data.passed
               for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}

@@ -90,3 +90,17 @@ def kgat_files(n_users: int = 5, n_items: int = 8) -> dict[str, bytes]:
         "item_list.txt": ("\n".join(item_list) + "\n").encode(),
         "user_list.txt": ("\n".join(user_list) + "\n").encode(),
     }
+
+
+def offline_run_config() -> dict:
+    """Run config for the stages after ingest/KG in tests: no network, small and fast.
+
+    Media offline (poster URLs recorded, text from local metadata or titles), text features
+    from the packaged MiniLM encoder, no image encoder (there are no poster files offline).
+    """
+    return {
+        "ops": {
+            "item_media": {"config": {"offline": True}},
+            "clip_features": {"config": {"image_model": "none", "text_model": "minilm"}},
+        }
+    }

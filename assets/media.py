@@ -1,0 +1,391 @@
+"""Stage 3 — media: one poster and one description per item (``item_media``).
+
+The asset reads ``items`` from the lake, joins the dataset's local metadata files, and lets
+:class:`datasources.media.MediaCollector` walk the configured source chains (local files, OMDb,
+TMDB, Wikipedia, Open Library, a title/genres fallback). Validated posters land in the
+content-addressed cache ``<data_dir>/cache/images/``; the table keeps their paths, hashes and
+original URLs. A blocking check stops the CLIP stage when too many poster downloads failed.
+
+API keys come from environment variables (named in the config, never given in it: run config is
+stored in Dagster's event log).
+"""
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from assets.metadata import stats_markdown, table_metadata
+from datasources.http import HttpClient
+from datasources.media import (
+    DATASET_DEFAULTS,
+    Endpoints,
+    FetchCache,
+    ImageLimits,
+    ImageStore,
+    LocalMetadata,
+    MediaCollector,
+    MediaSettings,
+    build_item_refs,
+    contact_sheet,
+    image_markdown,
+    media_problems,
+    media_table,
+    summarize_media,
+)
+from pipeline.partitions import dataset_partitions
+from pipeline.resources import HttpResource, LakeResource, WarehouseResource
+
+GROUP = "media"
+OWNERS = ["team:data"]
+
+
+class MediaDatasetConfig(dg.Config):
+    """Per dataset partition: source chains and local metadata files (all optional)."""
+
+    poster_sources: list[str] | None = Field(
+        default=None,
+        description="Poster chain, first success wins (omdb_file, poster_list, omdb_api, tmdb_api, "
+        "wikipedia, openlibrary). Default: the dataset's chain (see DATASET_DEFAULTS).",
+    )
+    description_sources: list[str] | None = Field(
+        default=None,
+        description="Description chain (omdb_file, omdb_api, tmdb_api, wikipedia, openlibrary, "
+        "title_genres). Default: the dataset's chain.",
+    )
+    omdb_records: str | None = Field(
+        default=None,
+        description="OMDb records as JSON lines (.gz ok): {movie_id, imdb_id, omdb: {...}}.",
+    )
+    poster_list: str | None = Field(default=None, description="'movie_id,url' lines, no header.")
+    links: str | None = Field(
+        default=None, description="MovieLens links.csv (movieId,imdbId,tmdbId): ids for the APIs."
+    )
+    kind: str | None = Field(default=None, description="'movie' or 'book' (Wikipedia matching).")
+    match_by: str | None = Field(
+        default=None,
+        description="How items meet the local files: 'item_key' (MovieLens movieId) or "
+        "'title_year' (ML-100K, whose ids differ).",
+    )
+
+
+class MediaConfig(dg.Config):
+    """Stage 3 — where posters and descriptions come from, and how politely they are fetched."""
+
+    datasets: dict[str, MediaDatasetConfig] = Field(
+        default_factory=dict,
+        description="Settings per dataset partition (ml-100k, ml-1m, amazon-book).",
+    )
+    offline: bool = Field(
+        default=False,
+        description="Send no request at all: known poster URLs are recorded as skipped_offline "
+        "(or served from the cache of an earlier online run); local text still counts.",
+    )
+    refresh: bool = Field(
+        default=False, description="Ignore the fetch cache and ask everything again."
+    )
+    retry_failures: str = Field(
+        default="transient",
+        description="Which cached failures a re-run asks again: 'transient' (timeouts, 5xx, 429, "
+        "network errors), 'all' (404s and invalid images too) or 'none'.",
+    )
+    workers: int = Field(
+        default=8, description="Concurrent fetches (the HTTP pool keeps 10 per host)."
+    )
+    per_host_rps: float = Field(
+        default=4.0, description="Requests per second per host; 0 disables."
+    )
+    per_host_burst: int = Field(default=4, description="Requests a host may get at once.")
+    host_rps: dict[str, float] = Field(
+        default_factory=dict, description="Per-host overrides, e.g. {'www.omdbapi.com': 1}."
+    )
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    retries: int | None = Field(default=3, description="HTTP retries; null: the http resource's.")
+    max_retry_after: float = Field(default=30.0, description="Cap on an honoured Retry-After (s).")
+    max_image_bytes: int = 10_000_000
+    max_image_pixels: int = 40_000_000
+    max_side: int = Field(default=1024, description="Longest side of a stored poster (px).")
+    jpeg_quality: int = 90
+    omdb_base_url: str = Endpoints.omdb
+    omdb_plot: str = Field(default="full", description="'full' or 'short' OMDb plot.")
+    omdb_title_search: bool = Field(
+        default=True, description="Ask OMDb by title+year without an IMDb id."
+    )
+    tmdb_base_url: str = Endpoints.tmdb
+    tmdb_image_base_url: str = Endpoints.tmdb_images
+    wikipedia_base_url: str = Endpoints.wikipedia
+    openlibrary_base_url: str = Endpoints.openlibrary
+    openlibrary_covers_base_url: str = Endpoints.openlibrary_covers
+    omdb_api_key_env: str = Field(
+        default="OMDB_API_KEY", description="Environment variable with the OMDb key."
+    )
+    tmdb_api_key_env: str = Field(
+        default="TMDB_API_KEY", description="Environment variable with the TMDB key."
+    )
+    host_failure_limit: int = Field(
+        default=10,
+        description="Consecutive connection failures (refused, DNS, timeout) after which a host is "
+        "skipped for the rest of the run; 0 never gives up.",
+    )
+    stream_to_disk: bool = Field(
+        default=False,
+        description="Stream poster bodies to disk through the HTTP layer's fetch (memory-bounded "
+        "for untrusted hosts, resumes bodies cut short) instead of reading them into memory.",
+    )
+    progress: bool = Field(default=True, description="tqdm progress bar on stderr.")
+    contact_sheet_size: int = Field(
+        default=16, description="Posters shown in the metadata (0: none)."
+    )
+
+    def dataset(self, dataset: str) -> MediaDatasetConfig:
+        return self.datasets.get(dataset, MediaDatasetConfig())
+
+    def settings_for(self, dataset: str, environ: Mapping[str, str] | None = None) -> MediaSettings:
+        env = os.environ if environ is None else environ
+        entry = self.dataset(dataset)
+        return MediaSettings.for_dataset(
+            dataset,
+            poster_sources=entry.poster_sources,
+            description_sources=entry.description_sources,
+            offline=self.offline,
+            refresh=self.refresh,
+            retry_failures=self.retry_failures,
+            workers=self.workers,
+            per_host_rps=self.per_host_rps or None,
+            per_host_burst=self.per_host_burst,
+            host_rps=dict(self.host_rps),
+            limits=ImageLimits(
+                max_bytes=self.max_image_bytes,
+                max_pixels=self.max_image_pixels,
+                max_side=self.max_side,
+                jpeg_quality=self.jpeg_quality,
+            ),
+            endpoints=Endpoints(
+                omdb=self.omdb_base_url,
+                tmdb=self.tmdb_base_url,
+                tmdb_images=self.tmdb_image_base_url,
+                wikipedia=self.wikipedia_base_url,
+                openlibrary=self.openlibrary_base_url,
+                openlibrary_covers=self.openlibrary_covers_base_url,
+            ),
+            omdb_plot=self.omdb_plot,
+            omdb_title_search=self.omdb_title_search,
+            progress=self.progress,
+            host_failure_limit=self.host_failure_limit,
+            stream_to_disk=self.stream_to_disk,
+            api_keys={
+                "omdb": env.get(self.omdb_api_key_env, "").strip(),
+                "tmdb": env.get(self.tmdb_api_key_env, "").strip(),
+            },
+        )
+
+
+class MediaCheckConfig(dg.Config):
+    """Thresholds of the blocking check (run config key: ``item_media_failure_rate``).
+
+    Failures are counted per item, after the whole poster chain: an item whose first URL was dead
+    but whose second source worked is a success. ``no_source`` and ``skipped_offline`` items were
+    never attempted, so they lower coverage, not the failure rate.
+    """
+
+    max_failure_rate: float = Field(
+        default=0.2, description="Largest share of attempted poster downloads that may fail."
+    )
+    min_poster_coverage: float = Field(
+        default=0.0, description="Smallest share of items with a poster."
+    )
+    min_description_coverage: float = Field(
+        default=0.0, description="Smallest share of items with a description."
+    )
+
+
+def _histogram_md(counts: Mapping[str, int], title: str, total: int) -> dg.MetadataValue:
+    """A markdown table with a text bar per value: readable in the UI without a plot."""
+    lines = [f"**{title}**", "", "| value | count | share | |", "| --- | ---: | ---: | --- |"]
+    for name, count in sorted(counts.items(), key=lambda kv: -kv[1]):
+        if not count:
+            continue
+        share = count / total if total else 0.0
+        bar = "█" * round(share * 30)
+        lines.append(f"| {str(name).replace('|', '/')} | {count:,} | {share:.1%} | {bar} |")
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def _contact_sheet_md(frame: pd.DataFrame, size: int) -> dg.MetadataValue | None:
+    if size <= 0:
+        return None
+    shown = frame[frame["poster_status"] == "ok"].head(size)
+    sheet = contact_sheet(list(shown["poster_path"]), [f"#{i}" for i in shown["item_id"]])
+    if sheet is None:
+        return None
+    return dg.MetadataValue.md(image_markdown(sheet, f"{len(shown)} posters"))
+
+
+def _summary_metadata(summary: Mapping[str, Any]) -> dict[str, Any]:
+    n = summary["n_items"]
+    return {
+        "coverage/poster": summary["poster_coverage"],
+        "coverage/description": summary["description_coverage"],
+        "coverage/description_without_fallback": summary["description_coverage_without_fallback"],
+        "failure_rate": summary["failure_rate"],
+        "posters_attempted": summary["attempted"],
+        "posters_failed": summary["failed"],
+        "unique_posters": summary["unique_posters"],
+        "poster_status": _histogram_md(summary["status_counts"], "poster_status", n),
+        "poster_sources": _histogram_md(summary["poster_source_counts"], "poster_source (ok)", n),
+        "description_sources": _histogram_md(
+            summary["description_source_counts"], "description_source", n
+        ),
+        "top_failure_reasons": _histogram_md(
+            summary["top_failure_reasons"], "failure reasons", summary["failed"]
+        ),
+        **{f"status/{k}": v for k, v in summary["status_counts"].items()},
+    }
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "parquet"},
+    deps=["items"],
+    description="One row per item: its poster (validated, RGB, ≤1024 px, stored once by sha256 "
+    "under cache/images/; original URL kept) and description, from a configurable chain of sources "
+    "(OMDb records/API, poster lists, TMDB, Wikipedia, Open Library, title+genres fallback).",
+)
+def item_media(
+    context: dg.AssetExecutionContext,
+    config: MediaConfig,
+    http: HttpResource,
+    lake: LakeResource,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    dataset = context.partition_key
+    store = lake.lake()
+    items = store.read_pandas(dataset, "items")
+    entry = config.dataset(dataset)
+    defaults = DATASET_DEFAULTS.get(dataset)
+    local = LocalMetadata.load(entry.omdb_records, entry.poster_list, entry.links)
+    refs = build_item_refs(
+        items,
+        local,
+        kind=entry.kind or (defaults.kind if defaults else "movie"),
+        match_by=entry.match_by or (defaults.match_by if defaults else "item_key"),
+    )
+    settings = config.settings_for(dataset)
+    context.log.info(
+        f"{dataset}: {len(refs)} items; posters {list(settings.poster_sources)}, descriptions "
+        f"{list(settings.description_sources)}; offline={settings.offline}"
+    )
+    base = http.settings()
+    http_settings = dataclasses.replace(
+        base,
+        progress=False,  # one bar for the stage, not one per poster
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        retries=config.retries if config.retries is not None else base.retries,
+        max_retry_after=config.max_retry_after,
+    )
+    with (
+        HttpClient(lake.cache_dir("media", "downloads"), http_settings) as client,
+        FetchCache(lake.cache_dir("media") / "fetch_cache.sqlite") as cache,
+    ):
+        collector = MediaCollector(
+            settings, client, cache, ImageStore(lake.cache_dir("images")), local, logger=context.log
+        )
+        run = collector.run(refs)
+    frame = run.frame
+    table = media_table(frame)
+    path = store.write(dataset, "item_media", table)
+    warehouse.warehouse().refresh_views()
+
+    summary = summarize_media(frame)
+    stats = run.stats
+    context.log.info(
+        f"{dataset}: posters {summary['poster_coverage']:.1%}, descriptions "
+        f"{summary['description_coverage']:.1%}, failure rate {summary['failure_rate']:.1%}; "
+        f"{stats['requests']} requests in {stats['seconds']:.1f}s"
+    )
+    metadata: dict[str, Any] = {
+        **table_metadata(table, path),
+        **_summary_metadata(summary),
+        "run": stats_markdown(
+            {k: v for k, v in stats.items() if not isinstance(v, dict)}, "requests and cache"
+        ),
+        "requests": stats["requests"],
+        "items_per_s": stats["items_per_s"] or 0.0,
+        "offline": settings.offline,
+        "disabled_sources": dg.MetadataValue.json(stats["disabled_sources"]),
+        "unreachable_hosts": dg.MetadataValue.json(stats["unreachable_hosts"]),
+        "image_cache": dg.MetadataValue.path(str(Path(lake.cache_dir("images")))),
+    }
+    sheet = _contact_sheet_md(frame, config.contact_sheet_size)
+    if sheet is not None:
+        metadata["contact_sheet"] = sheet
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset_check(
+    asset=item_media,
+    name="failure_rate",  # op name (run config key): item_media_failure_rate
+    blocking=True,
+    description="Exactly one row per item, and the share of failed poster downloads (404, 5xx, "
+    "timeouts, invalid images, ...) among attempted ones at most max_failure_rate.",
+)
+def item_media_failure_rate(
+    context: dg.AssetCheckExecutionContext, config: MediaCheckConfig, lake: LakeResource
+) -> dg.AssetCheckResult:
+    store, dataset = lake.lake(), context.partition_key
+    frame = store.read_pandas(
+        dataset,
+        "item_media",
+        [
+            "item_id",
+            "poster_status",
+            "poster_error",
+            "poster_source",
+            "poster_sha256",
+            "description",
+            "description_source",
+        ],
+    )
+    summary = summarize_media(frame)
+    problems = media_problems(
+        summary,
+        max_failure_rate=config.max_failure_rate,
+        min_poster_coverage=config.min_poster_coverage,
+        min_description_coverage=config.min_description_coverage,
+    )
+    item_ids = store.read_pandas(dataset, "items", ["item_id"])["item_id"]
+    if frame["item_id"].duplicated().any():
+        problems.append(f"{int(frame['item_id'].duplicated().sum())} duplicate item_id rows")
+    missing = set(item_ids) - set(frame["item_id"])
+    if missing:
+        problems.append(f"{len(missing)} items have no row (e.g. item_id {min(missing)})")
+    return dg.AssetCheckResult(
+        passed=not problems,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+            "failure_rate": summary["failure_rate"],
+            "max_failure_rate": config.max_failure_rate,
+            "posters_attempted": summary["attempted"],
+            "posters_failed": summary["failed"],
+            "poster_status": _histogram_md(
+                summary["status_counts"], "poster_status", summary["n_items"]
+            ),
+            "top_failure_reasons": _histogram_md(
+                summary["top_failure_reasons"], "failure reasons", summary["failed"]
+            ),
+        },
+    )
+
+
+MEDIA_ASSETS = [item_media]
+MEDIA_CHECKS = [item_media_failure_rate]
