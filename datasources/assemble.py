@@ -130,6 +130,26 @@ def assemble_dataset(
     return AssembledDataset(users=user_table, items=item_table, interactions=out, report=report)
 
 
+def enrich_items(items: pd.DataFrame | None, metadata: pd.DataFrame) -> tuple[pd.DataFrame | None, int]:
+    """Fill the items' missing ``title``/``year``/``genres`` from ``metadata`` (same item keys).
+
+    Returns the enriched catalogue and how many items gained a title. Without a catalogue the
+    metadata itself becomes the catalogue's side information.
+    """
+    metadata = metadata.drop_duplicates("item_key").set_index("item_key")
+    if items is None:
+        return None, 0
+    items = items.copy()
+    had_title = items["title"].notna() if "title" in items.columns else pd.Series(False, index=items.index)
+    for column in ("title", "year", "genres"):
+        if column not in metadata.columns:
+            continue
+        extra = items["item_key"].map(metadata[column])
+        items[column] = items[column].where(items[column].notna(), extra) if column in items.columns else extra
+    gained = int((items["title"].notna() & ~had_title).sum())
+    return items, gained
+
+
 def dataset_statistics(n_users: int, n_items: int, n_interactions: int) -> dict[str, float | int]:
     """The paper's Table-1 block for the interaction part of a dataset."""
     cells = n_users * n_items

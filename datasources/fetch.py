@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasources.archive import extract_zip
-from datasources.assemble import AssembledDataset, assemble_dataset
+from datasources.assemble import AssembledDataset, assemble_dataset, enrich_items
 from datasources.formats import parse_table
 from datasources.http import HttpClient
 from datasources.registry import KNOWN_CHECKSUMS, TABLE_ROLES, SourceVariant, split_archive_location
@@ -72,9 +72,16 @@ def load_dataset(
 
     frames = {}
     for role, table in resolved.items():
-        parts = [parse_table(table.format, role, path, table.options) for path in table.paths]
+        # item_metadata is parsed with an items parser: it carries item side information.
+        parser_role = "items" if role == "item_metadata" else role
+        parts = [parse_table(table.format, parser_role, path, table.options) for path in table.paths]
         frames[role] = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    return assemble_dataset(
-        frames["interactions"], frames.get("items"), frames.get("users"),
+    items, titles_added = frames.get("items"), 0
+    if "item_metadata" in frames:
+        items, titles_added = enrich_items(items, frames["item_metadata"])
+    assembled = assemble_dataset(
+        frames["interactions"], items, frames.get("users"),
         key_space=key_space, keep_inactive=keep_inactive,
     )
+    assembled.report["titles_from_item_metadata"] = titles_added
+    return assembled

@@ -26,7 +26,9 @@ ML100K_ZIP = f"{GROUPLENS}/ml-100k.zip"
 ML1M_ZIP = f"{GROUPLENS}/ml-1m.zip"
 RECBOLE_ML100K = "https://recbole.s3-accelerate.amazonaws.com/ProcessedDatasets/MovieLens/ml-100k.zip"
 
-TABLE_ROLES = ("interactions", "items", "users")
+# "item_metadata" is optional side information keyed like the items (e.g. titles and categories
+# of Amazon books from a RecBole .item file): it fills the items' missing title/year/genres.
+TABLE_ROLES = ("interactions", "items", "users", "item_metadata")
 
 
 ARCHIVE_SEPARATOR = "!/"

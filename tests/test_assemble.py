@@ -60,3 +60,15 @@ def test_kgat_indices_are_translated_to_source_keys(tmp_path):
     bad.loc[0, "item_key"] = "999"
     with pytest.raises(ValueError, match="unknown item index"):
         assemble_dataset(bad, items, users, key_space="index")
+
+
+def test_item_metadata_fills_missing_titles_only():
+    from datasources.assemble import enrich_items
+
+    items = pd.DataFrame({"item_key": ["a", "b", "c"], "title": [None, "Kept", None],
+                          "year": pd.array([pd.NA] * 3, dtype="Int64"), "genres": [None, None, None]})
+    meta = pd.DataFrame({"item_key": ["a", "b", "z"], "title": ["Filled", "Ignored", "Unknown item"],
+                         "year": pd.array([2001, 2002, 2003], dtype="Int64"), "genres": [["Books"], None, None]})
+    out, gained = enrich_items(items, meta)
+    assert out["title"].tolist() == ["Filled", "Kept", None] and gained == 1
+    assert out["year"].tolist()[:2] == [2001, 2002] and out["genres"].tolist()[0] == ["Books"]

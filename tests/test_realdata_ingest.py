@@ -65,5 +65,8 @@ def test_offline_config_ingests_real_data(dataset, shared_data, offline_config, 
         # KGAT's remap ids are our item ids, and every book carries its Freebase MID.
         assert (assembled.items["source_index"].to_numpy() == assembled.items["item_id"].to_numpy()).all()
         assert assembled.items["freebase_mid"].notna().all()
+        # Titles/categories come from RecBole's Amazon-Books item file (item_metadata role).
+        assert int(assembled.items["title"].notna().sum()) == 15_601
+        assert assembled.report["titles_from_item_metadata"] == 15_601
     if dataset == "ml-100k":
         assert assembled.interactions["rating"].notna().all() and assembled.interactions["ts"].notna().all()
