@@ -1,5 +1,6 @@
 # Multi-KG4Rec — the two commands a new user needs:
 #   make run  [DATASET=ml-1m] [CONFIG=configs/offline.yaml]   set up, then run the main job
+#             (CONFIG may list several files; later ones override earlier ones)
 #   make test                                                  set up, then run the test suite
 # and `make ui` for the Dagster UI on 127.0.0.1.
 
@@ -35,7 +36,7 @@ dagster-home:
 
 run: $(STAMP) dagster-home
 	$(BIN)/dagster job execute -m pipeline -j $(JOB) \
-		--tags '{"dagster/partition": "$(DATASET)"}' $(if $(CONFIG),-c $(CONFIG),)
+		--tags '{"dagster/partition": "$(DATASET)"}' $(foreach c,$(CONFIG),-c $(c))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -10,6 +10,7 @@ from assets.ingest import dataset_tables, source_files, split
 from assets.kg import KG_CHECKS, knowledge_graph
 from assets.media import MEDIA_ASSETS, MEDIA_CHECKS
 from assets.neighbors import NEIGHBOR_CHECKS, neighbor_sequences
+from assets.training import TRAINING_ASSETS
 from pipeline.resources import HttpResource, LakeResource, WarehouseResource
 
 INGEST_ASSETS = [source_files, dataset_tables, split]
@@ -41,6 +42,12 @@ features_job = dg.define_asset_job(
     description="Stage 4 only: CLIP / sentence-encoder vectors (needs item_media and entities).",
 )
 
+training_job = dg.define_asset_job(
+    "training",
+    selection=dg.AssetSelection.groups("training"),
+    description="Stage 6 only: train TrainConfig.variant and refresh recommendations and tables.",
+)
+
 main_job = dg.define_asset_job(
     "main",
     selection=dg.AssetSelection.all(),
@@ -49,9 +56,9 @@ main_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*INGEST_ASSETS, *KG_ASSETS, *MEDIA_ASSETS, *FEATURES_ASSETS, *NEIGHBOR_ASSETS],
+    assets=[*INGEST_ASSETS, *KG_ASSETS, *MEDIA_ASSETS, *FEATURES_ASSETS, *NEIGHBOR_ASSETS, *TRAINING_ASSETS],
     asset_checks=[*INGEST_CHECKS, *KG_CHECKS, *MEDIA_CHECKS, *FEATURES_CHECKS, *NEIGHBOR_CHECKS],
-    jobs=[main_job, ingest_job, kg_job, media_job, features_job],
+    jobs=[main_job, ingest_job, kg_job, media_job, features_job, training_job],
     resources={
         "http": HttpResource(),
         "lake": LakeResource(),

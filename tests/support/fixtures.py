@@ -102,5 +102,8 @@ def offline_run_config() -> dict:
         "ops": {
             "item_media": {"config": {"offline": True}},
             "clip_features": {"config": {"image_model": "none", "text_model": "minilm"}},
+            # A few epochs of a small full model: the point is the wiring, not the accuracy.
+            "trained_model": {"config": {"variant": "full", "epochs": 2, "batch_size": 256, "n_blocks": 1,
+                                         "n_heads": 2, "seq_len": 8, "eval_chunk": 64}},
         }
     }

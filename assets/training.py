@@ -1,0 +1,382 @@
+"""Stage 6 — training: Multi-KG4Rec, its ablations and baselines, evaluated in one harness.
+
+Assets (per dataset partition, group ``training``):
+
+* ``trained_model`` (+ ``training_runs``, ``metrics``): trains the ``TrainConfig.variant`` on
+  the lake tables, writes a resumable checkpoint under ``<data_dir>/models/``, and appends the
+  run and its metrics (final + learning curves) to the warehouse.
+* ``recommendations``: the top-k unseen items of every user, from the latest run.
+* ``modality_preferences``: per-user visual vs text attention weights (the paper's Fig. 4).
+* ``paper_tables``: Tables 2–4 over the latest run of every dataset × variant.
+
+The bodies are thin: the model, the trainer and the evaluator live in ``model/``; every SQL
+statement in ``warehouse.runs``.
+"""
+
+import json
+
+import dagster as dg
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from assets.metadata import png_markdown, stats_markdown, table_metadata
+from model.data import OPTIONAL_TABLES, REQUIRED_TABLES, RecData, build_data
+from model.recommenders import FUSION_VARIANTS, VARIANTS
+from model.report import (
+    code_version,
+    metric_rows,
+    modality_preference_frame,
+    new_run_id,
+    recommendation_frame,
+    run_row,
+)
+from model.train import KG_LOSS_MODES, TrainSettings, load_model, train
+from pipeline.partitions import dataset_partitions
+from pipeline.resources import LakeResource, WarehouseResource
+from warehouse.runs import RunStore
+
+GROUP = "training"
+OWNERS = ["team:ml"]
+INPUT_DEPS = ["split", "entities", "relations", "kg_triples", "clip_features",
+              "neighbor_sequences"]
+
+
+class TrainConfig(dg.Config):
+    """Stage 6 — one training run (defaults: the paper's settings where it gives them)."""
+
+    variant: str = Field(default="full", description=f"One of {list(VARIANTS)}.")
+    epochs: int = Field(default=200, description="Maximum epochs (each covers every train pair).")
+    batch_size: int = Field(default=4096, description="BPR triples per step (paper grid: 1024/5120/10240).")
+    lr: float = Field(default=5e-3, description="Adam learning rate (paper grid 1e-4 … 1e-2).")
+    reg: float = Field(default=1e-4, description="λ of λ‖θ‖² on the batch's layer-0 embeddings.")
+    kg_l2: float = Field(default=1e-5, description="L2 weight inside the TransR loss.")
+    kg_loss: str = Field(default="joint", description=f"How L_KG joins L_CF: {list(KG_LOSS_MODES)}.")
+    embed_dim: int = Field(default=64, description="ID / modality embedding size.")
+    relation_dim: int = Field(default=64, description="TransR relation space size k.")
+    layer_sizes: list[int] = Field(default_factory=lambda: [64, 32, 16],
+                                   description="Output size of each propagation layer.")
+    mess_dropout: float = Field(default=0.1, description="Message dropout of the propagation.")
+    n_heads: int = Field(default=8, description="Attention heads of the Bi-Transformer.")
+    n_blocks: int = Field(default=3, description="Cross-modal blocks of the Bi-Transformer.")
+    intra_layers: int = Field(default=1, description="Intra-modal (visual/text transformer) layers.")
+    ffn_dim: int = Field(default=128, description="Hidden size of the transformer FFN.")
+    attn_dropout: float = Field(default=0.0, description="Dropout inside the Bi-Transformer.")
+    seq_len: int | None = Field(default=None, description="Positions of each S_i used (None: all).")
+    content_gate: float = Field(default=0.1, description="Initial scale of fused content in the seed.")
+    normalize_layers: bool = Field(default=False, description="L2-normalise each propagation layer (KGAT code).")
+    aggregator_init: str = Field(default="identity", description="Bi-Interaction init: identity (W1=I, W2=0) or xavier (KGAT).")
+    segment_init: bool = Field(default=True, description="Xavier per block (items/entities/users) of the node table.")
+    patience: int = Field(default=10, description="Early stopping: evaluations without a better valid Recall@20.")
+    eval_every: int = Field(default=1, description="Validate every this many epochs.")
+    seed: int = Field(default=2020, description="Seed of initialisation, sampling and dropout.")
+    device: str = Field(default="auto", description="auto (cuda when available), cpu or cuda.")
+    deterministic: bool = Field(default=False, description="torch deterministic algorithms.")
+    max_users_eval: int | None = Field(default=None, description="Cap on validation users (test uses all).")
+    eval_chunk: int = Field(default=2048, description="Users scored per chunk on the device.")
+    max_seconds: float | None = Field(default=None, description="Training time cap (keeps the best epoch).")
+    resume: bool = Field(default=True, description="Continue an interrupted run with the same config.")
+
+    def settings(self) -> TrainSettings:
+        return TrainSettings.from_dict(self.model_dump())
+
+
+class OutputConfig(dg.Config):
+    """Which run the downstream assets read."""
+
+    variant: str | None = Field(default=None, description="Variant whose latest run is used "
+                                "(default: the latest run of the dataset; for modality "
+                                "preferences the latest fusion run).")
+    top_k: int = Field(default=20, description="Recommendations per user.")
+
+
+def read_training_tables(lake: LakeResource, dataset: str) -> dict[str, pd.DataFrame | None]:
+    """Required tables (a clear error when missing) and the optional ones that exist."""
+    store = lake.lake()
+    tables: dict[str, pd.DataFrame | None] = {}
+    for name in REQUIRED_TABLES:
+        tables[name] = store.read_pandas(dataset, name)  # raises with the asset to materialize
+    for name in OPTIONAL_TABLES:
+        tables[name] = store.read(dataset, name) if store.exists(dataset, name) else None
+    return tables
+
+
+def load_training_data(lake: LakeResource, dataset: str, seq_len: int | None) -> RecData:
+    return build_data(read_training_tables(lake, dataset), max_seq_len=seq_len)
+
+
+def _curves_figure(history: list[dict], title: str):
+    epochs = [r["epoch"] for r in history]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
+    left.plot(epochs, [r["loss"] for r in history], label="total")
+    left.plot(epochs, [r["bpr"] for r in history], label="BPR")
+    if any(r["kg"] for r in history):
+        left.plot(epochs, [r["kg"] for r in history], label="KG (TransR)")
+    left.set_xlabel("epoch")
+    left.set_title("training loss")
+    left.legend()
+    valid = [r for r in history if "valid/recall@20" in r]
+    for key in ("recall@20", "ndcg@20", "mrr@20"):
+        right.plot([r["epoch"] for r in valid], [r[f"valid/{key}"] for r in valid], marker=".",
+                   label=key)
+    right.set_xlabel("epoch")
+    right.set_title("validation")
+    right.legend()
+    figure.suptitle(title)
+    return figure
+
+
+def _metrics_markdown(test: dict, valid: dict) -> dg.MetadataValue:
+    names = sorted({k.split("@")[0] for k in test if "@" in k})
+    ks = sorted({int(k.split("@")[1]) for k in test if "@" in k})
+    lines = ["| metric | " + " | ".join(f"test @{k}" for k in ks) + " | "
+             + " | ".join(f"valid @{k}" for k in ks) + " |",
+             "| --- |" + " --- |" * (2 * len(ks))]
+    for name in names:
+        cells = [f"{test[f'{name}@{k}']:.4f}" for k in ks] + [f"{valid[f'{name}@{k}']:.4f}"
+                                                            for k in ks]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("trained_model", deps=INPUT_DEPS, group_name=GROUP, owners=OWNERS,
+                     kinds={"pytorch", "safetensors"},
+                     description="A trained recommender (TrainConfig.variant): checkpoint "
+                     "(safetensors + config JSON) under <data_dir>/models/, resumable."),
+        dg.AssetSpec("training_runs", deps=["trained_model"], group_name=GROUP, owners=OWNERS,
+                     kinds={"duckdb"},
+                     description="One row per training run (config, code version, device, time)."),
+        dg.AssetSpec("metrics", deps=["trained_model"], group_name=GROUP, owners=OWNERS,
+                     kinds={"duckdb"},
+                     description="Final test/valid metrics (epoch NULL) and learning curves."),
+    ],
+    partitions_def=dataset_partitions,
+    can_subset=False,
+)
+def trained_model(context: dg.AssetExecutionContext, config: TrainConfig, lake: LakeResource,
+                  warehouse: WarehouseResource):
+    dataset = context.partition_key
+    settings = config.settings()
+    data = load_training_data(lake, dataset, settings.seq_len)
+    out_dir = lake.root / "models" / dataset / settings.variant / settings.config_hash()
+    context.log.info(f"{dataset}/{settings.variant}: {data.summary()}")
+    result = train(settings, data, out_dir, resume=config.resume, log=context.log.info)
+
+    run_id = new_run_id(dataset, settings.variant, result.config_hash)
+    run = run_row(run_id, dataset, result, source="dagster")
+    rows = metric_rows(result)
+    store = RunStore(warehouse.warehouse())
+    store.record_run(run, rows)
+
+    test = {k: v for k, v in result.test.items() if k != "users"}
+    figure = _curves_figure(result.history, f"{dataset} — {settings.variant}")
+    curves = png_markdown(figure, "training and validation curves")
+    plt.close(figure)
+    yield dg.MaterializeResult(
+        asset_key="trained_model",
+        metadata={
+            "run_id": run_id,
+            "variant": settings.variant,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "stopped": result.stopped,
+            "seconds_per_epoch": result.seconds_per_epoch,
+            "eval_seconds": result.eval_seconds,
+            "total_seconds": result.total_seconds,
+            "device": result.device,
+            "config_hash": result.config_hash,
+            "code_version": run["code_version"],
+            "n_parameters": result.n_parameters,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "checkpoint": dg.MetadataValue.path(result.checkpoint_path),
+            "test_metrics": _metrics_markdown(test, result.best_valid),
+            **{f"test/{k}": float(v) for k, v in test.items()},
+            "curves": curves,
+            "data": stats_markdown(data.summary(), "training data"),
+            "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
+        },
+    )
+    yield dg.MaterializeResult(asset_key="training_runs",
+                               metadata={"run_id": run_id, **table_metadata(pd.DataFrame([run]))})
+    yield dg.MaterializeResult(asset_key="metrics",
+                               metadata={"run_id": run_id, **table_metadata(rows, sample_rows=10)})
+
+
+def _pick_run(store: RunStore, dataset: str, variant: str | None, fusion_only: bool = False
+              ) -> dict | None:
+    if variant is not None:
+        return store.latest_run(dataset, variant)
+    if not fusion_only:
+        return store.latest_run(dataset)
+    runs = [store.latest_run(dataset, v) for v in FUSION_VARIANTS]
+    runs = [r for r in runs if r is not None]
+    return max(runs, key=lambda r: (r["finished_at"], r["run_id"])) if runs else None
+
+
+def _load_run_model(lake: LakeResource, dataset: str, run: dict):
+    """The run's best checkpoint, rebuilt over the current lake tables (same device)."""
+    settings = TrainSettings.from_dict(json.loads(run["config_json"]))
+    data = load_training_data(lake, dataset, settings.seq_len)
+    model = load_model(run["checkpoint_path"], data, device="auto")
+    return model, data.to(next(model.parameters()).device)
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"duckdb"},
+    deps=["trained_model"],
+    description="Top-k unseen items per user (seen = every pair of the split) from the latest "
+    "run: run_id, user_id, rank, item_id, score.",
+)
+def recommendations(context: dg.AssetExecutionContext, config: OutputConfig, lake: LakeResource,
+                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+    dataset = context.partition_key
+    store = RunStore(warehouse.warehouse())
+    run = _pick_run(store, dataset, config.variant)
+    if run is None:
+        raise dg.Failure(f"no training run for {dataset}: materialize trained_model first")
+    model, data = _load_run_model(lake, dataset, run)
+    frame = recommendation_frame(model, data, config.top_k)
+    store.write_recommendations(run["run_id"], frame)
+    coverage = frame["item_id"].nunique() / max(data.n_items, 1)
+    return dg.MaterializeResult(metadata={
+        "run_id": run["run_id"], "variant": run["variant"], **table_metadata(frame, sample_rows=10),
+        "catalogue_coverage": float(coverage), "users": int(frame["user_id"].nunique()),
+    })
+
+
+def _preferences_figure(frame: pd.DataFrame, title: str):
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
+    weights = frame["visual_weight"].dropna()
+    left.hist(weights, bins=np.linspace(0, 1, 21), color="#4C72B0")
+    left.set_xlabel("visual weight (text = 1 − visual)")
+    left.set_ylabel("users")
+    left.set_title("per-user modality preference")
+    top = frame.dropna().sort_values("n_items", ascending=False).head(10)
+    positions = np.arange(len(top))
+    right.barh(positions, top["visual_weight"], color="#DD8452", label="visual")
+    right.barh(positions, top["text_weight"], left=top["visual_weight"], color="#55A868",
+               label="text")
+    right.set_yticks(positions, [f"u{u}" for u in top["user_id"]])
+    right.set_xlim(0, 1)
+    right.set_title("most active users (Fig. 4)")
+    right.legend(loc="lower right")
+    figure.suptitle(title)
+    return figure
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"duckdb"},
+    deps=["trained_model"],
+    description="Per-user visual vs text attention weights of the latest fusion run (the "
+    "paper's Fig. 4): run_id, user_id, visual_weight, text_weight.",
+)
+def modality_preferences(context: dg.AssetExecutionContext, config: OutputConfig,
+                         lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    dataset = context.partition_key
+    store = RunStore(warehouse.warehouse())
+    run = _pick_run(store, dataset, config.variant, fusion_only=True)
+    if run is None:
+        context.log.warning(f"{dataset}: no Multi-KG4Rec run yet; nothing to report")
+        return dg.MaterializeResult(metadata={"dagster/row_count": 0, "note": "no fusion run"})
+    model, data = _load_run_model(lake, dataset, run)
+    frame = modality_preference_frame(model, data)
+    if frame is None:
+        return dg.MaterializeResult(metadata={"dagster/row_count": 0, "run_id": run["run_id"],
+                                              "note": f"{run['variant']} has no fusion module"})
+    store.write_modality_preferences(run["run_id"], frame)
+    figure = _preferences_figure(frame, f"{dataset} — {run['variant']}")
+    chart = png_markdown(figure, "modality preferences")
+    plt.close(figure)
+    weights = frame["visual_weight"].dropna()
+    return dg.MaterializeResult(metadata={
+        "run_id": run["run_id"], "variant": run["variant"], **table_metadata(frame),
+        "mean_visual_weight": float(weights.mean()) if len(weights) else float("nan"),
+        "users_preferring_visual": int((weights > 0.5).sum()),
+        "chart": chart,
+    })
+
+
+def paper_table_markdown(frame: pd.DataFrame, paper_table: str) -> str:
+    """One of the paper's tables: rows = models, columns = dataset × (Recall, MRR, NDCG)."""
+    part = frame[frame["paper_table"] == paper_table]
+    if part.empty:
+        return f"**{paper_table}**: no runs yet"
+    datasets = sorted(part["dataset"].unique())
+    labels = part.sort_values("row_order").drop_duplicates("row_label")["row_label"].tolist()
+    header = "| Models | " + " | ".join(f"{d} Recall | {d} MRR | {d} NDCG" for d in datasets) + " |"
+    lines = [f"**{paper_table}** (test, @20, latest run per dataset × variant)", "", header,
+             "| --- |" + " --- |" * (3 * len(datasets))]
+    improvements = []
+    for label in labels:
+        cells, improv = [], []
+        for d in datasets:
+            row = part[(part["row_label"] == label) & (part["dataset"] == d)]
+            if row.empty:
+                cells += ["–"] * 3
+                improv += ["–"] * 3
+                continue
+            r = row.iloc[0]
+            cells += [f"{r['recall']:.4f}", f"{r['mrr']:.4f}", f"{r['ndcg']:.4f}"]
+            improv += ["–" if pd.isna(r[f"improvement_{m}"]) else f"{100 * r[f'improvement_{m}']:.2f}%"
+                       for m in ("recall", "mrr", "ndcg")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if any(c != "–" for c in improv):
+            improvements.append(f"| Improv. ({label}) | " + " | ".join(improv) + " |")
+    return "\n".join(lines + improvements)
+
+
+def _bars_figure(frame: pd.DataFrame, dataset: str):
+    part = frame[frame["dataset"] == dataset].drop_duplicates("variant").set_index("variant")
+    figure, axis = plt.subplots(figsize=(8, 3))
+    if part.empty:
+        axis.set_title(f"{dataset}: no runs")
+        return figure
+    x = np.arange(len(part))
+    for offset, metric in zip((-0.25, 0.0, 0.25), ("recall", "mrr", "ndcg"), strict=True):
+        axis.bar(x + offset, part[metric], width=0.25, label=f"{metric}@20")
+    axis.set_xticks(x, part.index)
+    axis.set_title(f"{dataset}: test metrics of the latest run per variant")
+    axis.legend()
+    return figure
+
+
+@dg.asset(
+    partitions_def=dataset_partitions,
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"duckdb"},
+    deps=["metrics"],
+    description="The paper's Tables 2–4 over the latest run of every dataset × variant "
+    "(DuckDB table paper_tables + markdown), and a bar chart per variant.",
+)
+def paper_tables(context: dg.AssetExecutionContext, warehouse: WarehouseResource
+                 ) -> dg.MaterializeResult:
+    dataset = context.partition_key
+    store = RunStore(warehouse.warehouse())
+    frame = store.rebuild_paper_tables()
+    figure = _bars_figure(frame, dataset)
+    chart = png_markdown(figure, "metrics per variant")
+    plt.close(figure)
+    return dg.MaterializeResult(metadata={
+        **table_metadata(frame, sample_rows=20),
+        "table_2": dg.MetadataValue.md(paper_table_markdown(frame, "Table 2")),
+        "table_3": dg.MetadataValue.md(paper_table_markdown(frame, "Table 3")),
+        "table_4": dg.MetadataValue.md(paper_table_markdown(frame, "Table 4")),
+        "chart": chart,
+        "code_version": code_version(),
+    })
+
+
+TRAINING_ASSETS = [trained_model, recommendations, modality_preferences, paper_tables]

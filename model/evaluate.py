@@ -1,0 +1,122 @@
+"""Full-ranking evaluation on the model's device, in user chunks (``torch.topk``).
+
+Protocol (the paper's, RecBole's "full" mode):
+* every item is a candidate; the user's TRAIN items are removed (and VALID items when testing);
+* users with at least one held-out item are evaluated and averaged;
+* metrics: Recall, MRR, standard NDCG, Hit (and Precision) @ 10 and 20 (:mod:`model.metrics`).
+
+The score matrix exists one chunk at a time (``chunk_users × n_items``) on the device; no
+all-users × all-items matrix is ever built on the host and no CPU worker pool is used.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from model.data import RecData, user_item_csr
+from model.metrics import KS, metric_sums, summarize
+
+
+class PairIndex:
+    """Items of each user (CSR) for a set of (user, item) pairs, with chunk gathers."""
+
+    def __init__(self, n_users: int, users: torch.Tensor, items: torch.Tensor) -> None:
+        self.indptr, self.items = user_item_csr(n_users, users, items)
+
+    def count(self, users: torch.Tensor) -> torch.Tensor:
+        return self.indptr[users + 1] - self.indptr[users]
+
+    def rows_cols(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row in chunk, item) of every pair of the given users."""
+        start = self.indptr[users]
+        length = self.indptr[users + 1] - start
+        row = torch.repeat_interleave(torch.arange(users.numel(), device=users.device), length)
+        offset = torch.cumsum(length, 0) - length
+        pos = start[row] + torch.arange(row.numel(), device=users.device) - offset[row]
+        return row, self.items[pos]
+
+
+def _pairs(data: RecData, parts: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    users = torch.cat([getattr(data, f"{p}_user") for p in parts])
+    items = torch.cat([getattr(data, f"{p}_item") for p in parts])
+    return users, items
+
+
+def eval_users(data: RecData, split: str, max_users: int | None = None, seed: int = 0
+               ) -> torch.Tensor:
+    """Users with at least one held-out item of ``split`` (a seeded subset if capped)."""
+    users = torch.unique(getattr(data, f"{split}_user"))
+    if max_users is not None and users.numel() > max_users:
+        gen = torch.Generator().manual_seed(seed)
+        pick = torch.randperm(users.numel(), generator=gen)[:max_users].to(users.device)
+        users = torch.sort(users[pick]).values
+    return users
+
+
+@torch.no_grad()
+def rank_top_k(user_repr: torch.Tensor, item_repr: torch.Tensor, users: torch.Tensor,
+               exclude: PairIndex, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k items (and scores) of ``users`` among the items not excluded for them."""
+    scores = user_repr[users].float() @ item_repr.float().T
+    row, col = exclude.rows_cols(users)
+    scores[row, col] = float("-inf")
+    top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+    return top.indices, top.values
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: RecData, split: str = "valid", ks=KS,
+             chunk_users: int = 2048, max_users: int | None = None, seed: int = 0,
+             representations: tuple[torch.Tensor, torch.Tensor] | None = None
+             ) -> dict[str, float]:
+    """Mean metrics over the users of ``split`` ("valid" or "test") with held-out items.
+
+    ``representations`` lets the caller reuse one forward pass for several splits.
+    """
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+    was = model.training
+    model.eval()
+    user_repr, item_repr = representations if representations is not None else model()
+    model.train(was)
+    excluded = ("train",) if split == "valid" else ("train", "valid")
+    exclude = PairIndex(data.n_users, *_pairs(data, excluded))
+    truth = PairIndex(data.n_users, *_pairs(data, (split,)))
+    users = eval_users(data, split, max_users, seed)
+    k_max = max(ks)
+    sums: dict[str, float] = {}
+    for lo in range(0, users.numel(), chunk_users):
+        chunk = users[lo: lo + chunk_users]
+        top, _ = rank_top_k(user_repr, item_repr, chunk, exclude, k_max)
+        relevant = torch.zeros(chunk.numel(), data.n_items, dtype=torch.bool, device=top.device)
+        row, col = truth.rows_cols(chunk)
+        relevant[row, col] = True
+        hits = relevant.gather(1, top)
+        part = metric_sums(hits, truth.count(chunk), ks)
+        for key, value in part.items():
+            sums[key] = sums.get(key, 0.0) + value
+    return summarize(sums)
+
+
+@torch.no_grad()
+def recommend(model: torch.nn.Module, data: RecData, k: int = 20, chunk_users: int = 2048
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k unseen items for every user: (user_id, item_id, score), each (n_users · k,),
+    ordered by user then rank. "Seen" = every pair of the split table (train, valid, test)."""
+    was = model.training
+    model.eval()
+    user_repr, item_repr = model()
+    model.train(was)
+    seen = PairIndex(data.n_users, *_pairs(data, ("train", "valid", "test")))
+    users_all = torch.arange(data.n_users, device=user_repr.device)
+    out_items, out_scores = [], []
+    for lo in range(0, data.n_users, chunk_users):
+        top, values = rank_top_k(user_repr, item_repr, users_all[lo: lo + chunk_users], seen, k)
+        out_items.append(top)
+        out_scores.append(values)
+    items = torch.cat(out_items)
+    scores = torch.cat(out_scores)
+    users = users_all[:, None].expand_as(items).reshape(-1)
+    items, scores = items.reshape(-1), scores.reshape(-1)
+    keep = torch.isfinite(scores)  # a user who has seen almost everything gets fewer than k
+    return users[keep], items[keep], scores[keep]

@@ -1,0 +1,460 @@
+"""Multi-KG4Rec, its ablations and the baselines, behind one small interface.
+
+Every model maps a :class:`model.data.RecData` to user and item representations whose inner
+product is the score ŷ(u, i) (eq. 4.2.4). The trainer only calls:
+
+* ``refresh()`` — once per epoch, without gradient (KGAT's attention update);
+* ``forward()`` → ``(user_repr (n_users, D), item_repr (n_items, D))``;
+* ``bpr_loss(users, pos, neg)`` → ``(bpr, reg)``;
+* ``kg_loss(head, relation, tail, corrupt_tail)`` when ``uses_kg`` (TransR, eq. L_KG).
+
+Variants (``ModelConfig.variant``; the paper's Tables 2–4):
+
+====================  ==========================================================================
+``full``              Multi-KG4Rec: Bi-Transformer fusion (both directions) + one propagated
+                      single-modal graph per modality present, visual ‖ text
+``no_visual``         w/o v: text graph only      ``no_text``  w/o t: visual graph only
+``t2v`` / ``v2t``     only text→visual / visual→text cross attention
+``kgat``              w/o t&v: KGAT itself (ID embeddings, one graph)
+``bprmf``             matrix factorisation with BPR
+``lightgcn``          LightGCN (3 layers, mean of layers)
+``cke``               CKE: item = ID + TransR entity embedding + projected features
+====================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.data import PAD, EdgeList, RecData, collaborative_edges
+from model.layers import (
+    BiInteractionPropagation,
+    BiTransformer,
+    RelationGroups,
+    SparseMatrix,
+    TransR,
+    knowledge_attention,
+    normalized_bipartite,
+)
+
+VARIANTS: tuple[str, ...] = ("full", "kgat", "no_visual", "no_text", "t2v", "v2t",
+                             "bprmf", "lightgcn", "cke")
+#: Multi-KG4Rec variants: the modalities they use and the cross-attention mode.
+FUSION_VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "full": (("visual", "text"), "bi"),
+    "no_visual": (("text",), "bi"),
+    "no_text": (("visual",), "bi"),
+    "t2v": (("visual", "text"), "t2v"),
+    "v2t": (("visual", "text"), "v2t"),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    variant: str = "full"
+    embed_dim: int = 64
+    relation_dim: int = 64
+    layer_sizes: tuple[int, ...] = (64, 32, 16)
+    mess_dropout: float = 0.1
+    n_heads: int = 8
+    n_blocks: int = 3
+    intra_layers: int = 1
+    ffn_dim: int = 128
+    attn_dropout: float = 0.0  # dropout on attention weights (4x slower attention on CPU)
+    seq_len: int | None = None  # first positions of each S_i to use (None: all)
+    max_hop: int = 4  # hop embeddings for 0..max_hop (deeper hops share the last one)
+    content_gate: float = 0.1  # initial scale of the fused content added to the ID seed
+    normalize_layers: bool = False  # KGAT L2-normalises each layer's output (see MODEL.md)
+    aggregator_init: str = "identity"  # W1 = I, W2 = 0 at the start; or "xavier" (KGAT)
+    segment_init: bool = True  # Xavier per block (items / entities / users) of the node table
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        object.__setattr__(self, "layer_sizes", tuple(int(s) for s in self.layer_sizes))
+        if not self.layer_sizes:
+            raise ValueError("layer_sizes must name at least one layer")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "layer_sizes": list(self.layer_sizes)}
+
+
+def xavier_embedding(n: int, dim: int, segments: tuple[int, ...] = ()) -> nn.Embedding:
+    """Xavier-uniform init; with ``segments`` (row counts) each block of rows is initialised
+    as its own (rows, dim) matrix, so that 30k attribute entities do not shrink the scale of
+    the user and item rows that share the table."""
+    emb = nn.Embedding(max(n, 1), dim)
+    start = 0
+    for size in (*segments, n - sum(segments)):
+        if size > 0:
+            nn.init.xavier_uniform_(emb.weight.data[start: start + size])
+        start += size
+    return emb
+
+
+class Recommender(nn.Module):
+    uses_kg = False
+
+    def __init__(self, config: ModelConfig, data: RecData) -> None:
+        super().__init__()
+        self.config = config
+        self.n_users, self.n_items = data.n_users, data.n_items
+        self.notes: list[str] = []
+
+    def refresh(self) -> None:
+        """Per-epoch work without gradient (attention weights); default: nothing."""
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def ego(self, users: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
+        """Layer-0 parameters of a batch, for the λ‖θ‖² term."""
+        raise NotImplementedError
+
+    def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean −ln σ(ŷ(u,i) − ŷ(u,j)) and ½ Σ‖ego‖² / batch (the caller multiplies by λ)."""
+        user_repr, item_repr = self()
+        u, i, j = user_repr[users].float(), item_repr[pos].float(), item_repr[neg].float()
+        bpr = F.softplus((u * j).sum(1) - (u * i).sum(1)).mean()
+        reg = sum(t.float().pow(2).sum() for t in self.ego(users, torch.cat([pos, neg])))
+        return bpr, reg / (2 * users.shape[0])
+
+    def kg_loss(self, head, relation, tail, corrupt, l2: float) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no KG loss")
+
+    @torch.no_grad()
+    def item_modality_attention(self) -> torch.Tensor | None:
+        """(n_items, 2): attention mass of each item on (visual, text) keys; None if no fusion."""
+        return None
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+class BPRMF(Recommender):
+    def __init__(self, config: ModelConfig, data: RecData) -> None:
+        super().__init__(config, data)
+        self.user = xavier_embedding(data.n_users, config.embed_dim)
+        self.item = xavier_embedding(data.n_items, config.embed_dim)
+
+    def forward(self):
+        return self.user.weight, self.item.weight
+
+    def ego(self, users, items):
+        return [self.user(users), self.item(items)]
+
+    def bpr_loss(self, users, pos, neg):
+        u, i, j = self.user(users), self.item(pos), self.item(neg)
+        bpr = F.softplus((u * j).sum(1) - (u * i).sum(1)).mean()
+        reg = u.pow(2).sum() + i.pow(2).sum() + j.pow(2).sum()
+        return bpr, reg / (2 * users.shape[0])
+
+
+class LightGCN(Recommender):
+    """He et al. 2020: e^(l+1) = D^-½ A D^-½ e^(l); representation = mean over layers 0..L."""
+
+    def __init__(self, config: ModelConfig, data: RecData) -> None:
+        super().__init__(config, data)
+        self.n_layers = len(config.layer_sizes)
+        self.embedding = xavier_embedding(data.n_users + data.n_items, config.embed_dim)
+        self.adjacency = normalized_bipartite(data.n_users, data.n_items, data.train_user,
+                                              data.train_item).to(data.device)
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        device = self.embedding.weight.device
+        if self.adjacency.csr.device != device:
+            self.adjacency = self.adjacency.to(device)
+        return out
+
+    def forward(self):
+        x = self.embedding.weight
+        total = x.float()
+        for _ in range(self.n_layers):
+            x = self.adjacency @ x
+            total = total + x
+        total = total / (self.n_layers + 1)
+        return total[: self.n_users], total[self.n_users:]
+
+    def ego(self, users, items):
+        return [self.embedding(users), self.embedding(items + self.n_users)]
+
+
+class _KGMixin:
+    """TransR over the KG triples (+ inverses), relation ids of :func:`collaborative_edges`."""
+
+    def kg_loss(self, head, relation, tail, corrupt, l2):
+        n = head.shape[0]
+        rows = self.node_embedding(torch.cat([head, tail, corrupt]))  # one gather, one backward
+        return self.transr.loss(rows[:n], rows[n:2 * n], rows[2 * n:], relation, l2)
+
+
+class CKE(_KGMixin, Recommender):
+    """Zhang et al. 2016 (adapted): item = η_i + v_i (TransR entity) + Σ_m proj_m(feature_i)."""
+
+    uses_kg = True
+
+    def __init__(self, config: ModelConfig, data: RecData) -> None:
+        super().__init__(config, data)
+        d = config.embed_dim
+        self.user = xavier_embedding(data.n_users, d)
+        self.item = xavier_embedding(data.n_items, d)
+        self.node_embedding = xavier_embedding(data.n_entities, d)
+        self.transr = TransR(2 + 2 * data.n_relations, d, config.relation_dim)
+        self.modalities = [m for m in ("visual", "text") if m in data.features]
+        self.proj = nn.ModuleDict({
+            m: nn.Sequential(nn.Linear(data.features[m].dim, d), nn.LeakyReLU())
+            for m in self.modalities})
+        for m in self.modalities:
+            f = data.features[m]
+            item_rows = f.row[: data.n_items]
+            self.register_buffer(f"{m}_vectors", f.vectors, persistent=False)
+            self.register_buffer(f"{m}_item_rows", item_rows, persistent=False)
+
+    def forward(self):
+        items = self.item.weight + self.node_embedding.weight[: self.n_items]
+        for m in self.modalities:
+            rows = getattr(self, f"{m}_item_rows")
+            has = rows >= 0
+            content = self.proj[m](getattr(self, f"{m}_vectors"))
+            add = torch.zeros_like(items)
+            add[has] = content[rows[has]].to(add.dtype)
+            items = items + add
+        return self.user.weight, items
+
+    def ego(self, users, items):
+        return [self.user(users), self.item(items)]
+
+
+# --------------------------------------------------------------------------- KGAT / Multi-KG4Rec
+
+
+class MultiKG4Rec(_KGMixin, Recommender):
+    """KGAT and Multi-KG4Rec in one class (KGAT = no modality graphs, one ID graph).
+
+    Per active modality m (a "single-modal graph", same collaborative-KG topology):
+
+    1. content: entity features → 64-d by Linear+LeakyReLU (masked where absent); a user's
+       content token is the mean content of its TRAIN items that have the modality;
+    2. fusion: the Bi-Transformer reads each item's BFS sequence S_i in both modalities; the
+       output at position 0 (the item itself) is the item's fused modality vector z_m(i);
+    3. seed: e^{m(0)} = e_ID + g_m · W_m z_m for items, e_ID + g_m · W_m content_m for
+       attribute entities that have the modality, e_ID for users;
+    4. propagation: knowledge-aware attention π (refreshed per epoch) + Bi-Interaction layers,
+       layer concatenation e^{m*};
+    5. representation: e = ‖_m e^{m*} (visual ‖ text).
+    """
+
+    uses_kg = True
+
+    def __init__(self, config: ModelConfig, data: RecData) -> None:
+        super().__init__(config, data)
+        d = config.embed_dim
+        self.n_entities, self.n_nodes = data.n_entities, data.n_nodes
+        # items, attribute entities, users: one Xavier block each (see xavier_embedding)
+        self.node_embedding = xavier_embedding(
+            data.n_nodes, d, (data.n_items, data.n_entities - data.n_items)
+            if config.segment_init else ())
+        edges = collaborative_edges(data)
+        self.transr = TransR(edges.n_relations, d, config.relation_dim)
+        self._set_graph(edges)
+
+        wanted, mode = FUSION_VARIANTS.get(config.variant, ((), "bi"))
+        self.modalities = tuple(m for m in wanted if m in data.features)
+        for m in wanted:
+            if m not in data.features:
+                self.notes.append(f"{config.variant}: modality {m!r} absent from the data: its "
+                                  "graph is dropped and its keys are masked")
+        if wanted and not self.modalities:
+            self.notes.append(f"{config.variant}: no modality available: identical to kgat")
+        if wanted and data.seq_node is None and self.modalities:
+            raise ValueError("Multi-KG4Rec needs neighbor_sequences (or let build_data compute)")
+        self.graphs = self.modalities or ("id",)
+        self.propagation = nn.ModuleDict({
+            g: BiInteractionPropagation(d, config.layer_sizes, config.mess_dropout,
+                                        config.normalize_layers, config.aggregator_init)
+            for g in self.graphs})
+
+        if self.modalities:
+            self.fusion = BiTransformer(self.modalities, d, config.n_heads, config.ffn_dim,
+                                        config.n_blocks, config.intra_layers,
+                                        config.attn_dropout, mode)
+            self.proj = nn.ModuleDict({
+                m: nn.Sequential(nn.Linear(data.features[m].dim, d), nn.LeakyReLU())
+                for m in self.modalities})
+            self.seed_map = nn.ModuleDict({m: nn.Linear(d, d, bias=False)
+                                           for m in self.modalities})
+            self.gate = nn.ParameterDict({
+                m: nn.Parameter(torch.tensor(float(config.content_gate)))
+                for m in self.modalities})
+            self.missing = nn.ParameterDict({m: nn.Parameter(torch.zeros(d))
+                                             for m in self.modalities})
+            self.type_embedding = nn.Embedding(3, d)
+            self.hop_embedding = nn.Embedding(config.max_hop + 1, d)
+            self.modality_embedding = nn.ParameterDict({
+                m: nn.Parameter(torch.zeros(d)) for m in self.modalities})
+            for emb in (self.type_embedding, self.hop_embedding):
+                nn.init.normal_(emb.weight, std=0.02)
+            length = config.seq_len or data.seq_node.shape[1]
+            node = data.seq_node[:, :length]
+            self.register_buffer("seq_node", node.clamp(min=0), persistent=False)
+            self.register_buffer("seq_real", node != PAD, persistent=False)
+            self.register_buffer("seq_type", data.seq_type[:, :length].clamp(min=0),
+                                 persistent=False)
+            self.register_buffer("seq_hop", data.seq_hop[:, :length].clamp(0, config.max_hop),
+                                 persistent=False)
+            train_u, train_i = data.train_user, data.train_item
+            for m in self.modalities:
+                f = data.features[m]
+                self.register_buffer(f"{m}_vectors", f.vectors, persistent=False)
+                self.register_buffer(f"{m}_ids", f.entity_ids, persistent=False)
+                has_node = torch.zeros(data.n_nodes, dtype=torch.bool, device=f.has.device)
+                has_node[: data.n_entities] = f.has
+                # user profile: mean content of the user's train items having the modality
+                keep = f.has[train_i]
+                u, i = train_u[keep], train_i[keep]
+                pairs = torch.unique(u * data.n_items + i)
+                u, i = pairs // data.n_items, pairs % data.n_items
+                count = torch.bincount(u, minlength=data.n_users).float()
+                has_node[data.n_entities:] = count > 0
+                profile = SparseMatrix(u, i, 1.0 / count[u], (data.n_users, data.n_items))
+                setattr(self, f"_{m}_profile", profile)
+                self.register_buffer(f"{m}_has", has_node, persistent=False)
+        self._adjacency: dict[str, SparseMatrix] = {}
+        out_rows = torch.cat([torch.arange(data.n_items),
+                              torch.arange(data.n_entities, data.n_nodes)])
+        self.register_buffer("out_rows", out_rows.to(data.device), persistent=False)
+
+    # ----------------------------------------------------------------- graph state
+
+    def _set_graph(self, edges: EdgeList) -> None:
+        self.register_buffer("edge_head", edges.head, persistent=False)
+        self.register_buffer("edge_tail", edges.tail, persistent=False)
+        self.relation_groups = RelationGroups(edges.head, edges.relation, edges.tail)
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        device = self.edge_head.device
+        self.relation_groups = self.relation_groups.to(device)
+        for m in getattr(self, "modalities", ()):
+            name = f"_{m}_profile"
+            setattr(self, name, getattr(self, name).to(device))
+        self._adjacency = {k: v.to(device) for k, v in self._adjacency.items()}
+        return out
+
+    # ----------------------------------------------------------------- pieces
+
+    def content(self, m: str) -> torch.Tensor:
+        """(n_nodes, d) content table of modality m; rows without it are zero AND masked."""
+        proj = self.proj[m](getattr(self, f"{m}_vectors"))
+        table = proj.new_zeros(self.n_nodes, proj.shape[1])
+        table[getattr(self, f"{m}_ids")] = proj
+        profile = getattr(self, f"_{m}_profile") @ table[: self.n_items]
+        return torch.cat([table[: self.n_entities], profile.to(table.dtype)])
+
+    def fuse(self, contents: dict[str, torch.Tensor], need_weights: bool = False):
+        """Bi-Transformer over every item's sequence; returns z_m (n_items, d), has_z_m."""
+        x, valid = {}, {}
+        position = self.type_embedding(self.seq_type) + self.hop_embedding(self.seq_hop)
+        for m in self.modalities:
+            has = getattr(self, f"{m}_has")[self.seq_node] & self.seq_real
+            tokens = contents[m][self.seq_node]
+            tokens = torch.where(has[..., None], tokens, self.missing[m].to(tokens.dtype))
+            x[m] = tokens + position + self.modality_embedding[m]
+            valid[m] = has
+        out, weights = self.fusion(x, valid, need_weights)
+        reach = torch.stack([valid[m].any(1) for m in self.modalities]).any(0)
+        z = {m: out[m][:, 0] for m in self.modalities}
+        return z, reach, weights
+
+    def seeds(self) -> dict[str, torch.Tensor]:
+        """Layer-0 embeddings of every single-modal graph."""
+        ids = self.node_embedding.weight
+        if not self.modalities:
+            return {"id": ids}
+        contents = {m: self.content(m) for m in self.modalities}
+        z, reach, _ = self.fuse(contents)
+        seeds = {}
+        for m in self.modalities:
+            entity_has = getattr(self, f"{m}_has")[: self.n_entities].clone()
+            entity_has[: self.n_items] = False  # items use the fused vector instead
+            add = torch.where(entity_has[:, None], contents[m][: self.n_entities],
+                              torch.zeros_like(contents[m][: self.n_entities]))
+            add = torch.cat([z[m].to(add.dtype) * reach[:, None], add[self.n_items:]])
+            add = self.gate[m] * self.seed_map[m](add)
+            pad = add.new_zeros(self.n_nodes - add.shape[0], add.shape[1])
+            seeds[m] = ids + torch.cat([add, pad]).to(ids.dtype)
+        return seeds
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        was = self.training
+        self.eval()
+        head, tail = self.edge_head, self.edge_tail
+        # rows read by the score: items (0..n_items-1) then users, renumbered contiguously
+        out_edge = (head < self.n_items) | (head >= self.n_entities)
+        out_head = torch.where(head < self.n_items, head,
+                               head - self.n_entities + self.n_items)[out_edge]
+        n_out = self.n_items + self.n_users
+        for g, seed in self.seeds().items():
+            pi = knowledge_attention(seed, head, self.relation_groups, self.transr, self.n_nodes)
+            self._adjacency[g] = SparseMatrix(head, tail, pi, (self.n_nodes, self.n_nodes))
+            self._adjacency[f"{g}:out"] = SparseMatrix(out_head, tail[out_edge], pi[out_edge],
+                                                       (n_out, self.n_nodes))
+        self.train(was)
+
+    def forward(self):
+        if not self._adjacency:
+            self.refresh()
+        out_rows = self.out_rows
+        outs = [self.propagation[g](seed, self._adjacency[g], out_rows,
+                                    self._adjacency[f"{g}:out"])
+                for g, seed in self.seeds().items()]
+        final = torch.cat(outs, dim=1)
+        return final[self.n_items:], final[: self.n_items]
+
+    def ego(self, users, items):
+        return [self.node_embedding(torch.cat([users + self.n_entities, items]))]
+
+    @torch.no_grad()
+    def item_modality_attention(self) -> torch.Tensor | None:
+        """Attention mass the item's own queries (position 0, last cross block) put on visual
+        and on text keys, averaged over heads and over the active query streams."""
+        if not self.modalities or len(self.modalities) < 2:
+            if len(self.modalities) == 1:  # one stream: all its mass is on its own modality
+                mass = torch.zeros(self.n_items, 2, device=self.edge_head.device)
+                mass[:, 0 if self.modalities[0] == "visual" else 1] = 1.0
+                return mass
+            return None
+        was = self.training
+        self.eval()
+        contents = {m: self.content(m) for m in self.modalities}
+        _, _, weights = self.fuse(contents, need_weights=True)
+        self.train(was)
+        length = self.seq_node.shape[1]
+        total = torch.zeros(self.n_items, 2, device=self.seq_node.device)
+        streams = 0
+        for m, w in weights.items():  # w: (n_items, L, keys)
+            first = w[:, 0]
+            if first.shape[1] == 2 * length:  # [visual keys | text keys]
+                total += torch.stack([first[:, :length].sum(1), first[:, length:].sum(1)], 1)
+            else:  # one-direction stream: only its own keys
+                col = 0 if m == "visual" else 1
+                total[:, col] += first.sum(1)
+            streams += 1
+        return total / max(streams, 1)
+
+
+MODEL_CLASSES: dict[str, type[Recommender]] = {
+    "bprmf": BPRMF, "lightgcn": LightGCN, "cke": CKE,
+    **{v: MultiKG4Rec for v in ("kgat", *FUSION_VARIANTS)},
+}
+
+
+def build_model(config: ModelConfig, data: RecData) -> Recommender:
+    return MODEL_CLASSES[config.variant](config, data)

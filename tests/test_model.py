@@ -1,0 +1,197 @@
+"""The models on tiny synthetic graphs: shapes, masks, gradients, overfitting, degradation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.data import build_data, collaborative_edges
+from model.layers import ModalAttention, SparseMatrix
+from model.recommenders import VARIANTS, ModelConfig, build_model
+from model.synthetic import synthetic_tables
+from model.train import kg_training_triples, sample_negatives
+
+TINY = {"embed_dim": 16, "relation_dim": 8, "layer_sizes": (16, 8), "n_heads": 2,
+        "n_blocks": 1, "ffn_dim": 16}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: a second thread only adds contention
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return build_data(synthetic_tables(n_users=30, n_items=40, n_pairs=500, n_attributes=10,
+                                       n_triples=80, sequence_length=6, seed=3))
+
+
+@pytest.fixture(scope="module")
+def text_only():
+    return build_data(synthetic_tables(n_users=30, n_items=40, n_pairs=500, n_attributes=10,
+                                       n_triples=80, modalities=("text",), sequence_length=6,
+                                       seed=3))
+
+
+def make(variant: str, data, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(variant=variant, **(TINY | overrides)), data)
+
+
+def test_data_tensors(data):
+    assert data.seq_node.shape == (data.n_items, 6)
+    assert (data.seq_node[:, 0] == torch.arange(data.n_items)).all()  # item first
+    assert set(data.features) == {"visual", "text"}
+    text = data.features["text"]
+    assert text.vectors.shape == (int(text.has.sum()), 24)
+    assert (text.row[text.has] >= 0).all() and (text.row[~text.has] == -1).all()
+    edges = collaborative_edges(data)
+    # both directions of every train pair and every triple
+    assert edges.head.numel() == 2 * (data.train_user.numel() + data.kg_head.numel())
+    users = edges.head >= data.n_entities
+    assert (edges.relation[users] == 0).all()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shapes_and_finite_scores(variant, data):
+    model = make(variant, data).eval()
+    users, items = model()
+    assert users.shape[0] == data.n_users and items.shape[0] == data.n_items
+    assert users.shape[1] == items.shape[1]
+    assert torch.isfinite(users).all() and torch.isfinite(items).all()
+    if variant in ("kgat", "no_visual", "no_text"):
+        assert users.shape[1] == 16 + 16 + 8  # one graph: layer 0 ‖ layers
+    if variant in ("full", "t2v", "v2t"):
+        assert users.shape[1] == 2 * (16 + 16 + 8)  # visual ‖ text graphs
+
+
+def test_all_masked_keys_give_zero_update_not_nan():
+    attention = ModalAttention(("visual", "text"), 8, 2, 0.0)
+    x = {m: torch.randn(3, 4, 8) for m in ("visual", "text")}
+    valid = {"visual": torch.zeros(3, 4, dtype=torch.bool),
+             "text": torch.tensor([[True] * 4, [False] * 4, [True, False, False, False]])}
+    out, weights = attention(x, valid, {"visual": ("visual",), "text": ("visual", "text")},
+                             need_weights=True)
+    assert torch.isfinite(out["visual"]).all() and (out["visual"] == 0).all()
+    assert (out["text"][1] == 0).all() and out["text"][0].abs().sum() > 0
+    # masked keys get no attention; rows with a valid key sum to one
+    assert (weights["text"][0, :, :4] == 0).all()
+    assert weights["text"][2].sum(-1).tolist() == pytest.approx([1.0] * 4)
+
+
+def test_padding_and_missing_modalities_do_not_leak():
+    # item 0 loses every pair and triple: an isolated item, its sequence is all padding;
+    # the sequences are recomputed by build_data (the lake has none here)
+    tables = synthetic_tables(n_users=12, n_items=15, n_pairs=80, n_attributes=5,
+                              n_triples=20, seed=5, with_sequences=False)
+    tables["split"] = tables["split"][tables["split"]["item_id"] != 0]
+    kg = tables["kg_triples"]
+    tables["kg_triples"] = kg[(kg["head_id"] != 0) & (kg["tail_id"] != 0)]
+    data = build_data(tables)
+    assert any("recomputed" in note for note in data.notes)
+    model = make("full", data).eval()
+    reference_items = model()[1].clone()
+    # padding positions read node 0's content after clamping: changing what they point at
+    # must not change anything
+    padded = ~model.seq_real
+    assert padded.any()
+    model.seq_node[padded] = data.n_items - 1
+    assert torch.allclose(model()[1], reference_items)
+    # an attribute entity whose text is masked: its vector values are never read
+    text_ids = model.text_ids.tolist()
+    entity = next(e for e in text_ids if e >= data.n_items)
+    row = text_ids.index(entity)
+    model.text_has[entity] = False
+    outputs = []
+    for scale in (1.0, 100.0):
+        model.text_vectors[row] = scale * torch.randn(model.text_vectors.shape[1])
+        model._adjacency = {}
+        outputs.append(model()[1])
+    assert torch.allclose(outputs[0], outputs[1])
+    model.text_has[entity] = True  # sanity: when present, it does matter
+    model._adjacency = {}
+    assert not torch.allclose(model()[1], outputs[1])
+
+
+def test_modality_absent_for_the_whole_dataset_degrades_to_kgat(text_only):
+    assert "visual" not in text_only.features
+    full = make("full", text_only)
+    assert full.modalities == ("text",) and full.graphs == ("text",)
+    assert any("visual" in note for note in full.notes)
+    no_text = make("no_text", text_only).eval()  # no modality left: KGAT itself
+    kgat = make("kgat", text_only).eval()
+    assert no_text.graphs == ("id",)
+    for a, b in zip(no_text(), kgat(), strict=True):
+        assert torch.allclose(a, b)
+    # visual weight is 0 for every item when there are no images
+    mass = full.item_modality_attention()
+    assert (mass[:, 0] == 0).all() and torch.allclose(mass[:, 1], torch.ones(text_only.n_items))
+
+
+def _step_loss(model, data, users, pos, neg, kg):
+    bpr, reg = model.bpr_loss(users, pos, neg)
+    loss = bpr + 1e-4 * reg
+    if model.uses_kg:
+        h, r, t, tn = kg
+        loss = loss + model.kg_loss(h, r, t, tn, 1e-5)
+    return loss
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gradients_reach_every_parameter(variant, data):
+    model = make(variant, data).train()
+    gen = torch.Generator().manual_seed(0)
+    neg = torch.randint(data.n_items, data.train_user.shape, generator=gen)
+    h, r, t = kg_training_triples(data)
+    tn = torch.randint(data.n_entities, h.shape, generator=gen)
+    _step_loss(model, data, data.train_user, data.train_item, neg, (h, r, t, tn)).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_overfits_a_tiny_graph(variant, data):
+    model = make(variant, data, mess_dropout=0.0).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(0)
+    h, r, t = kg_training_triples(data)
+    users, pos = data.train_user, data.train_item
+    positive_keys = torch.sort(users * data.n_items + pos).values
+    fixed_neg = sample_negatives(users, data.n_items, positive_keys, gen)  # true negatives
+    first = None
+    for step in range(80):
+        neg = torch.randint(data.n_items, users.shape, generator=gen)
+        tn = torch.randint(data.n_entities, h.shape, generator=gen)
+        loss = _step_loss(model, data, users, pos, neg, (h, r, t, tn))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 10 == 9:
+            model.refresh()
+        first = loss.item() if first is None else first
+    model.eval()
+    with torch.no_grad():
+        u, i = model()
+        positive = (u[users] * i[pos]).sum(1)
+        negative = (u[users] * i[fixed_neg]).sum(1)
+    auc = (positive > negative).float().mean().item()
+    assert loss.item() < 0.5 * first, (variant, first, loss.item())
+    assert auc > 0.9, (variant, auc)
+
+
+def test_sparse_matrix_autograd_matches_dense():
+    row = torch.tensor([0, 0, 1, 2, 2])
+    col = torch.tensor([1, 2, 0, 0, 1])
+    value = torch.tensor([0.5, 0.5, 1.0, 0.3, 0.7])
+    matrix = SparseMatrix(row, col, value, (3, 3))
+    dense = torch.zeros(3, 3)
+    dense[row, col] = value
+    x = torch.randn(3, 4, requires_grad=True)
+    weight = torch.randn(3, 4)
+    ((matrix @ x) * weight).sum().backward()
+    expected = dense.T @ weight
+    assert torch.allclose(x.grad, expected)

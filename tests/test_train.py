@@ -1,0 +1,147 @@
+"""The trainer: determinism, checkpoint resume, NaN detection, negative sampling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from model.data import build_data
+from model.recommenders import Recommender
+from model.synthetic import synthetic_tables
+from model.train import (
+    TrainSettings,
+    is_member,
+    load_checkpoint,
+    load_model,
+    sample_corrupt_tails,
+    sample_negatives,
+    train,
+)
+
+TINY = {"embed_dim": 16, "relation_dim": 8, "layer_sizes": [16, 8], "n_heads": 2,
+        "n_blocks": 1, "ffn_dim": 16, "batch_size": 128, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return build_data(synthetic_tables(n_users=40, n_items=50, n_pairs=700, n_attributes=10,
+                                       n_triples=100, sequence_length=6, seed=1))
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+def strip_seconds(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def test_negative_sampling_never_returns_a_train_item():
+    users = torch.arange(20).repeat_interleave(8)
+    items = torch.arange(160) % 10  # every user holds items 0..7 or 8,9,0..5: dense rows
+    keys = torch.sort(users * 10 + items).values
+    neg = sample_negatives(users, 10, keys, torch.Generator().manual_seed(0))
+    assert not is_member(users * 10 + neg, keys).any()
+    head = torch.tensor([0, 1, 2]).repeat(50)
+    relation = torch.zeros_like(head)
+    true = torch.sort((head * 1 + relation) * 4 + torch.tensor([1, 2, 3]).repeat(50)).values
+    tails = sample_corrupt_tails(head, relation, 4, true, 1, torch.Generator().manual_seed(0))
+    assert not is_member(head * 4 + tails, true).any()
+
+
+def test_training_is_deterministic(data, tmp_path):
+    settings = TrainSettings(variant="full", epochs=2, deterministic=True, **TINY)
+    try:
+        a = train(settings, data, tmp_path / "a", log=quiet)
+        b = train(settings, data, tmp_path / "b", log=quiet)
+    finally:  # deterministic mode is process-wide: do not leak it into other tests
+        torch.use_deterministic_algorithms(False)
+    assert strip_seconds(a.history) == strip_seconds(b.history)
+    assert a.test == b.test
+    wa, _ = load_checkpoint(tmp_path / "a" / "best.safetensors")
+    wb, _ = load_checkpoint(tmp_path / "b" / "best.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("variant", ["full", "lightgcn"])
+def test_resume_after_interruption_equals_uninterrupted_run(variant, data, tmp_path):
+    settings = TrainSettings(variant=variant, epochs=4, kg_loss="joint", **TINY)
+    straight = train(settings, data, tmp_path / "straight", log=quiet)
+
+    def stop_after_two(record):
+        if record["epoch"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(settings, data, tmp_path / "resumed", log=quiet, on_epoch_end=stop_after_two)
+    _, meta = load_checkpoint(tmp_path / "resumed" / "last.safetensors")
+    assert meta["state"]["epoch"] == 2 and not meta["state"]["stopped"]
+    resumed = train(settings, data, tmp_path / "resumed", log=quiet)
+    assert resumed.resumed_from_epoch == 2
+    assert strip_seconds(straight.history) == strip_seconds(resumed.history)
+    assert straight.test == resumed.test
+    last_a, _ = load_checkpoint(tmp_path / "straight" / "last.safetensors")
+    last_b, _ = load_checkpoint(tmp_path / "resumed" / "last.safetensors")
+    for key in last_a:
+        if key.startswith(("model.", "optim.")):
+            assert torch.equal(last_a[key], last_b[key]), key
+    # the checkpoint alone rebuilds the model for inference
+    model = load_model(tmp_path / "resumed" / "best.safetensors", data, device="cpu")
+    assert model()[0].shape[0] == data.n_users
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(data, tmp_path):
+    def interrupt(_record):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(TrainSettings(variant="bprmf", epochs=2, **TINY), data, tmp_path, log=quiet,
+              on_epoch_end=interrupt)
+    with pytest.raises(ValueError, match="other settings"):
+        train(TrainSettings(variant="bprmf", epochs=2, lr=0.5, **TINY), data, tmp_path,
+              log=quiet)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(data, tmp_path, monkeypatch):
+    original = Recommender.bpr_loss
+
+    def poisoned(self, users, pos, neg):
+        bpr, reg = original(self, users, pos, neg)
+        return bpr * math.nan, reg
+
+    monkeypatch.setattr(Recommender, "bpr_loss", poisoned)
+    with pytest.raises(FloatingPointError, match="non-finite loss in epoch 1"):
+        train(TrainSettings(variant="lightgcn", epochs=2, **TINY), data, tmp_path, log=quiet)
+
+
+def test_early_stopping_and_time_cap(data, tmp_path):
+    result = train(TrainSettings(variant="bprmf", epochs=50, patience=2, lr=0.5, **TINY),
+                   data, tmp_path / "p", log=quiet)
+    assert result.stopped in ("patience", "epochs")
+    assert result.best_epoch <= result.epochs_run
+    capped = train(TrainSettings(variant="bprmf", epochs=50, max_seconds=0.0, **TINY), data,
+                   tmp_path / "t", log=quiet)
+    assert capped.stopped == "time" and capped.epochs_run == 1
+
+
+def test_alternate_kg_schedule_and_eval_every(data, tmp_path):
+    result = train(TrainSettings(variant="kgat", epochs=3, kg_loss="alternate", eval_every=2,
+                                 **TINY), data, tmp_path, log=quiet)
+    evaluated = [r["epoch"] for r in result.history if "valid/recall@20" in r]
+    assert evaluated == [2, 3]  # every 2nd epoch and the last one
+    assert all(r["kg"] > 0 for r in result.history)
+    assert 0 <= result.test["recall@20"] <= 1

@@ -1,0 +1,137 @@
+"""Stage 6 through Dagster: every variant trains on a tiny lake, then the downstream assets."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+import pytest
+import torch
+
+from assets.training import (
+    TRAINING_ASSETS,
+    TrainConfig,
+    modality_preferences,
+    paper_table_markdown,
+    paper_tables,
+    recommendations,
+    trained_model,
+)
+from model.recommenders import VARIANTS
+from model.synthetic import synthetic_tables
+from model.train import TrainSettings
+from pipeline.resources import LakeResource, WarehouseResource
+from warehouse import Lake, Warehouse
+from warehouse.runs import RunStore
+
+DATASET = "ml-100k"
+TINY = {"epochs": 2, "batch_size": 256, "embed_dim": 16, "relation_dim": 8,
+        "layer_sizes": [16, 8], "n_heads": 2, "n_blocks": 1, "ffn_dim": 16, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_train_config_mirrors_the_trainer_settings():
+    settings_fields = set(TrainSettings.__dataclass_fields__)
+    config_fields = set(TrainConfig.model_fields) - {"resume"}
+    assert config_fields == settings_fields
+    assert TrainConfig().settings() == TrainSettings()
+
+
+def test_every_variant_through_the_assets(tmp_path):
+    lake = Lake(tmp_path)
+    for name, table in synthetic_tables(n_users=30, n_items=40, n_pairs=450, n_attributes=8,
+                                        n_triples=60, sequence_length=6, seed=2).items():
+        lake.write(DATASET, name, table)
+    resources = {"lake": LakeResource(data_dir=str(tmp_path)),
+                 "warehouse": WarehouseResource(data_dir=str(tmp_path))}
+    instance = dg.DagsterInstance.ephemeral()
+    for variant in VARIANTS:
+        result = dg.materialize(
+            [trained_model], partition_key=DATASET, resources=resources, instance=instance,
+            run_config={"ops": {"trained_model": {"config": {"variant": variant, **TINY}}}})
+        assert result.success, variant
+        meta = {m.asset_key.to_user_string(): m.metadata
+                for m in result.asset_materializations_for_node("trained_model")}
+        assert set(meta) == {"trained_model", "training_runs", "metrics"}
+        model_meta = meta["trained_model"]
+        assert model_meta["variant"].value == variant
+        assert 0.0 <= model_meta["test/recall@20"].value <= 1.0
+        assert "data:image/png;base64" in model_meta["curves"].value
+        assert model_meta["device"].value == "cpu"
+
+    result = dg.materialize([recommendations, modality_preferences, paper_tables],
+                            partition_key=DATASET, resources=resources, instance=instance,
+                            selection=[a.key for a in (recommendations, modality_preferences)]
+                            + [paper_tables.key])
+    assert result.success
+    store = RunStore(Warehouse(tmp_path / "warehouse.duckdb", lake))
+    runs = store.latest_runs()
+    assert sorted(runs["variant"]) == sorted(VARIANTS)
+    warehouse = store.warehouse
+    n_recs = warehouse.query("SELECT count(*) AS n, max(rank) AS k, count(DISTINCT run_id) "
+                             "AS runs FROM recommendations").to_pylist()[0]
+    assert n_recs["k"] == 20 and n_recs["runs"] == 1 and n_recs["n"] <= 30 * 20
+    # recommendations never repeat a seen pair
+    seen = warehouse.query("""
+        SELECT count(*) AS n FROM recommendations r
+        JOIN read_parquet(?) s ON s.user_id = r.user_id AND s.item_id = r.item_id
+    """, [str(lake.path(DATASET, "split"))]).to_pylist()[0]["n"]
+    assert seen == 0
+    prefs = warehouse.query("SELECT * FROM modality_preferences").to_pandas()
+    assert len(prefs) == 30 and prefs["run_id"].nunique() == 1
+    both = prefs.dropna()
+    assert ((both["visual_weight"] + both["text_weight"]).round(6) == 1).all()
+    tables = store.paper_tables()
+    assert set(tables["paper_table"]) == {"Table 2", "Table 3", "Table 4"}
+    table3 = tables[tables["paper_table"] == "Table 3"].set_index("row_label")
+    assert pd.isna(table3.loc["w/o t&v", "improvement_recall"])
+    expected = table3.loc["Multi-KG4Rec", "recall"] / table3.loc["w/o t&v", "recall"] - 1
+    assert table3.loc["Multi-KG4Rec", "improvement_recall"] == pytest.approx(expected)
+    markdown = paper_table_markdown(tables, "Table 2")
+    assert "Multi-KG4Rec" in markdown and "LightGCN" in markdown
+    metrics = warehouse.query(
+        "SELECT count(*) FILTER (WHERE epoch IS NULL) AS final, "
+        "count(*) FILTER (WHERE epoch IS NOT NULL) AS curve FROM metrics").to_pylist()[0]
+    assert metrics["final"] == len(VARIANTS) * 2 * 5 * 2  # test+valid × 5 metrics × 2 ks
+    assert metrics["curve"] > 0
+    assert len(TRAINING_ASSETS) == 4
+
+
+def _bench_variants():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "variants.py"
+    spec = importlib.util.spec_from_file_location("bench_variants", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_variants_says_clearly_when_the_lake_is_missing(tmp_path, capsys):
+    assert _bench_variants().main(["--dataset", DATASET, "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "lake tables are missing" in err and "make run DATASET=ml-100k" in err
+
+
+def test_bench_variants_trains_and_records(tmp_path, capsys):
+    lake = Lake(tmp_path)
+    for name, table in synthetic_tables(n_users=20, n_items=25, n_pairs=200, n_attributes=5,
+                                        n_triples=30, sequence_length=5, seed=4).items():
+        if name != "neighbor_sequences":  # recomputed from the train pairs
+            lake.write(DATASET, name, table)
+    args = ["--dataset", DATASET, "--data-dir", str(tmp_path), "--variants", "kgat", "full"]
+    for key, value in TINY.items():
+        args += ["--set", f"{key}={value}".replace(" ", "")]
+    assert _bench_variants().main(args) == 0
+    out = capsys.readouterr().out
+    assert "neighbor_sequences not in the lake" in out and "| full |" in out
+    store = RunStore(Warehouse(tmp_path / "warehouse.duckdb", lake))
+    assert set(store.latest_runs()["variant"]) == {"kgat", "full"}
+    assert len(store.paper_tables()) > 0

@@ -1,0 +1,290 @@
+"""Run-result tables in the DuckDB warehouse: every line of SQL about training runs.
+
+Storage choice: real DuckDB tables (not lake Parquet), appended once per run. Run results are
+small, are written once per run by one process, and are queried across datasets and variants
+(the paper tables); a table keyed by ``run_id`` makes re-materializing a run idempotent
+(DELETE + INSERT in one transaction) and keeps history, which per-partition Parquet files
+overwritten in place would not.
+
+Tables (key columns are the project contract, more columns are welcome)
+
+* ``training_runs(run_id, dataset, variant, config_json, code_version, device, seconds,
+  checkpoint_path, …)`` — one row per run (plus config hash, best epoch, timings, finish time).
+* ``metrics(run_id, split, metric, k, value, epoch)`` — final results have ``epoch`` NULL
+  (``split`` = test or valid, at the best epoch); learning curves have the epoch
+  (``split`` = train for losses with ``k`` NULL, valid for validation metrics).
+* ``recommendations(run_id, user_id, rank, item_id, score)`` — top-k unseen items per user.
+* ``modality_preferences(run_id, user_id, visual_weight, text_weight)`` — Fig. 4.
+* ``paper_tables(paper_table, dataset, row_order, row_label, variant, run_id, recall, mrr,
+  ndcg, improvement_recall, improvement_mrr, improvement_ndcg)`` — Tables 2–4 over the
+  latest run of every dataset × variant, rebuilt by :meth:`RunStore.rebuild_paper_tables`.
+* view ``latest_runs`` — the latest finished run per (dataset, variant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import pyarrow as pa
+
+from warehouse.duck import Warehouse
+
+SCHEMA = [
+    """
+    CREATE TABLE IF NOT EXISTS training_runs (
+        run_id VARCHAR PRIMARY KEY,
+        dataset VARCHAR NOT NULL,
+        variant VARCHAR NOT NULL,
+        config_json VARCHAR,
+        config_hash VARCHAR,
+        code_version VARCHAR,
+        device VARCHAR,
+        seconds DOUBLE,
+        seconds_per_epoch DOUBLE,
+        eval_seconds DOUBLE,
+        best_epoch INTEGER,
+        epochs_run INTEGER,
+        stopped VARCHAR,
+        n_parameters BIGINT,
+        checkpoint_path VARCHAR,
+        source VARCHAR,
+        finished_at TIMESTAMP DEFAULT current_timestamp
+    )""",
+    """
+    CREATE TABLE IF NOT EXISTS metrics (
+        run_id VARCHAR NOT NULL,
+        split VARCHAR NOT NULL,
+        metric VARCHAR NOT NULL,
+        k INTEGER,
+        value DOUBLE,
+        epoch INTEGER
+    )""",
+    """
+    CREATE TABLE IF NOT EXISTS recommendations (
+        run_id VARCHAR NOT NULL,
+        user_id BIGINT NOT NULL,
+        rank INTEGER NOT NULL,
+        item_id BIGINT NOT NULL,
+        score DOUBLE
+    )""",
+    """
+    CREATE TABLE IF NOT EXISTS modality_preferences (
+        run_id VARCHAR NOT NULL,
+        user_id BIGINT NOT NULL,
+        visual_weight DOUBLE,
+        text_weight DOUBLE,
+        n_items INTEGER
+    )""",
+    """
+    CREATE TABLE IF NOT EXISTS paper_tables (
+        paper_table VARCHAR,
+        dataset VARCHAR,
+        row_order INTEGER,
+        row_label VARCHAR,
+        variant VARCHAR,
+        run_id VARCHAR,
+        recall DOUBLE,
+        mrr DOUBLE,
+        ndcg DOUBLE,
+        improvement_recall DOUBLE,
+        improvement_mrr DOUBLE,
+        improvement_ndcg DOUBLE
+    )""",
+    """
+    CREATE OR REPLACE VIEW latest_runs AS
+    SELECT * EXCLUDE (rn) FROM (
+        SELECT *, row_number() OVER (PARTITION BY dataset, variant
+                                     ORDER BY finished_at DESC, run_id DESC) AS rn
+        FROM training_runs)
+    WHERE rn = 1
+    """,
+]
+
+RUN_COLUMNS = ["run_id", "dataset", "variant", "config_json", "config_hash", "code_version",
+               "device", "seconds", "seconds_per_epoch", "eval_seconds", "best_epoch",
+               "epochs_run", "stopped", "n_parameters", "checkpoint_path", "source"]
+METRIC_COLUMNS = ["run_id", "split", "metric", "k", "value", "epoch"]
+
+#: The paper's tables: (table, row order, row label, variant, baseline variant of "Improv.").
+#: Table 2 compares models; Table 3 modalities (w/o t&v = KGAT); Table 4 the Bi-Transformer.
+PAPER_ROWS: list[tuple[str, int, str, str, str | None]] = [
+    ("Table 2", 1, "BPR-MF", "bprmf", None),
+    ("Table 2", 2, "LightGCN", "lightgcn", None),
+    ("Table 2", 3, "CKE", "cke", None),
+    ("Table 2", 4, "KGAT", "kgat", None),
+    ("Table 2", 5, "Multi-KG4Rec", "full", "best baseline"),
+    ("Table 3", 1, "w/o t&v", "kgat", None),
+    ("Table 3", 2, "w/o v", "no_visual", "kgat"),
+    ("Table 3", 3, "w/o t", "no_text", "kgat"),
+    ("Table 3", 4, "Multi-KG4Rec", "full", "kgat"),
+    ("Table 4", 1, "w/o t&v", "kgat", None),
+    ("Table 4", 2, "Bi-Trans t2v", "t2v", "kgat"),
+    ("Table 4", 3, "Bi-Trans v2t", "v2t", "kgat"),
+    ("Table 4", 4, "Multi-KG4Rec", "full", "kgat"),
+]
+PAPER_K = 20
+
+
+class RunStore:
+    """Writes and reads the run-result tables of one :class:`Warehouse`."""
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+
+    def ensure_schema(self) -> None:
+        with self.warehouse.connect() as con:
+            for statement in SCHEMA:
+                con.execute(statement)
+
+    # ------------------------------------------------------------------ writes
+
+    def record_run(self, run: dict, metrics: pd.DataFrame) -> None:
+        """Insert (or replace) one run and all its metric rows, in one transaction."""
+        self.ensure_schema()
+        row = pd.DataFrame([{c: run.get(c) for c in RUN_COLUMNS}])
+        metric_rows = metrics.reindex(columns=METRIC_COLUMNS)
+        metric_rows["run_id"] = run["run_id"]
+        metric_rows = metric_rows.astype({"k": "Int64", "epoch": "Int64", "value": "float64"})
+        with self.warehouse.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute("DELETE FROM metrics WHERE run_id = ?", [run["run_id"]])
+                con.execute("DELETE FROM training_runs WHERE run_id = ?", [run["run_id"]])
+                con.register("run_row", row)
+                con.execute(f"INSERT INTO training_runs ({', '.join(RUN_COLUMNS)}) "
+                            f"SELECT {', '.join(RUN_COLUMNS)} FROM run_row")
+                con.register("metric_rows", metric_rows)
+                con.execute(f"INSERT INTO metrics ({', '.join(METRIC_COLUMNS)}) "
+                            f"SELECT {', '.join(METRIC_COLUMNS)} FROM metric_rows")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def _replace_rows(self, table: str, run_id: str, frame: pd.DataFrame | pa.Table,
+                      columns: Sequence[str]) -> int:
+        self.ensure_schema()
+        with self.warehouse.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+                con.register("new_rows", frame)
+                con.execute(f"INSERT INTO {table} ({', '.join(columns)}) "
+                            f"SELECT {', '.join(columns)} FROM new_rows")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return len(frame)
+
+    def write_recommendations(self, run_id: str, frame: pd.DataFrame) -> int:
+        frame = frame.assign(run_id=run_id)
+        return self._replace_rows("recommendations", run_id, frame,
+                                  ["run_id", "user_id", "rank", "item_id", "score"])
+
+    def write_modality_preferences(self, run_id: str, frame: pd.DataFrame) -> int:
+        frame = frame.assign(run_id=run_id)
+        return self._replace_rows("modality_preferences", run_id, frame,
+                                  ["run_id", "user_id", "visual_weight", "text_weight",
+                                   "n_items"])
+
+    # ------------------------------------------------------------------ reads
+
+    def latest_run(self, dataset: str, variant: str | None = None) -> dict | None:
+        """The most recent run of a dataset (of one variant when given), as a dict."""
+        self.ensure_schema()
+        sql = "SELECT * FROM training_runs WHERE dataset = ?"
+        params: list = [dataset]
+        if variant is not None:
+            sql += " AND variant = ?"
+            params.append(variant)
+        rows = self.warehouse.query(sql + " ORDER BY finished_at DESC, run_id DESC LIMIT 1",
+                                    params).to_pylist()
+        return rows[0] if rows else None
+
+    def final_metrics(self, run_id: str) -> pd.DataFrame:
+        self.ensure_schema()
+        return self.warehouse.query(
+            "SELECT split, metric, k, value FROM metrics WHERE run_id = ? AND epoch IS NULL "
+            "ORDER BY split, metric, k", [run_id]).to_pandas()
+
+    def curves(self, run_id: str) -> pd.DataFrame:
+        self.ensure_schema()
+        return self.warehouse.query(
+            "SELECT split, metric, k, epoch, value FROM metrics "
+            "WHERE run_id = ? AND epoch IS NOT NULL ORDER BY epoch", [run_id]).to_pandas()
+
+    def latest_runs(self) -> pd.DataFrame:
+        self.ensure_schema()
+        return self.warehouse.query(
+            "SELECT run_id, dataset, variant, device, seconds, seconds_per_epoch, best_epoch, "
+            "finished_at FROM latest_runs ORDER BY dataset, variant").to_pandas()
+
+    def modality_preferences(self, run_id: str) -> pd.DataFrame:
+        self.ensure_schema()
+        return self.warehouse.query(
+            "SELECT user_id, visual_weight, text_weight, n_items FROM modality_preferences "
+            "WHERE run_id = ? ORDER BY user_id", [run_id]).to_pandas()
+
+    def rebuild_paper_tables(self) -> pd.DataFrame:
+        """Recompute ``paper_tables`` from the latest run per dataset × variant (test, @20).
+
+        Improv. = relative gain of the row over its reference row of the same table and
+        dataset (Table 2: over the best baseline of each metric; Tables 3–4: over w/o t&v).
+        """
+        self.ensure_schema()
+        layout = pd.DataFrame(PAPER_ROWS, columns=["paper_table", "row_order", "row_label",
+                                                   "variant", "reference"])
+        with self.warehouse.connect() as con:
+            con.register("paper_layout", layout)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute("DELETE FROM paper_tables")
+                con.execute(f"""
+                    INSERT INTO paper_tables
+                    WITH final AS (
+                        SELECT r.dataset, r.variant, r.run_id,
+                               max(m.value) FILTER (WHERE m.metric = 'recall') AS recall,
+                               max(m.value) FILTER (WHERE m.metric = 'mrr') AS mrr,
+                               max(m.value) FILTER (WHERE m.metric = 'ndcg') AS ndcg
+                        FROM latest_runs r JOIN metrics m USING (run_id)
+                        WHERE m.split = 'test' AND m.epoch IS NULL AND m.k = {PAPER_K}
+                        GROUP BY ALL
+                    ),
+                    rows AS (
+                        SELECT l.paper_table, f.dataset, l.row_order, l.row_label, l.variant,
+                               l.reference, f.run_id, f.recall, f.mrr, f.ndcg
+                        FROM paper_layout l JOIN final f USING (variant)
+                    ),
+                    baseline AS (  -- Table 2: best non-Multi-KG4Rec row per metric
+                        SELECT paper_table, dataset, max(recall) AS recall, max(mrr) AS mrr,
+                               max(ndcg) AS ndcg
+                        FROM rows WHERE paper_table = 'Table 2' AND variant <> 'full'
+                        GROUP BY ALL
+                    )
+                    SELECT r.paper_table, r.dataset, r.row_order, r.row_label, r.variant,
+                           r.run_id, r.recall, r.mrr, r.ndcg,
+                           r.recall / nullif(coalesce(b.recall, ref.recall), 0) - 1,
+                           r.mrr / nullif(coalesce(b.mrr, ref.mrr), 0) - 1,
+                           r.ndcg / nullif(coalesce(b.ndcg, ref.ndcg), 0) - 1
+                    FROM rows r
+                    LEFT JOIN baseline b ON r.reference = 'best baseline'
+                         AND b.paper_table = r.paper_table AND b.dataset = r.dataset
+                    LEFT JOIN rows ref ON ref.paper_table = r.paper_table
+                         AND ref.dataset = r.dataset AND ref.variant = r.reference
+                         AND ref.row_order = (SELECT min(row_order) FROM paper_layout p
+                                              WHERE p.paper_table = r.paper_table
+                                                AND p.variant = r.reference)
+                    ORDER BY r.paper_table, r.dataset, r.row_order
+                """)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return self.paper_tables()
+
+    def paper_tables(self) -> pd.DataFrame:
+        self.ensure_schema()
+        return self.warehouse.query(
+            "SELECT * FROM paper_tables ORDER BY paper_table, dataset, row_order").to_pandas()
