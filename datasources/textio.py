@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, NoReturn
@@ -45,6 +46,24 @@ def iter_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]
             except UnicodeDecodeError as exc:
                 raise MalformedInputError(path, number, f"not valid {encoding}: {exc}") from exc
             yield number, text.rstrip("\r\n")
+
+
+def iter_json_records(path: Path, required_key: str) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, record)`` of a JSON-lines file, skipping blank lines.
+
+    A line that is not a JSON object holding ``required_key`` names its ``file:line``: a silently
+    half-read file would look like low coverage instead of a broken input.
+    """
+    for number, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise MalformedInputError(path, number, f"invalid JSON: {exc.msg}") from None
+        if not isinstance(record, dict) or required_key not in record:
+            raise MalformedInputError(path, number, f"record without {required_key!r}")
+        yield number, record
 
 
 def read_bytes(path: Path) -> bytes:

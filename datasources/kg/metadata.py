@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ast
 import html
-import json
 from collections.abc import Collection
 from pathlib import Path
 
@@ -32,9 +31,9 @@ from datasources.kg.readers import (
     TRIPLE_COLUMNS,
     Triples,
     _physical_line_of_row,
-    open_text,
     read_recbole_atomic,
 )
+from datasources.textio import iter_json_records
 
 __all__ = [
     "OMDB_FIELDS",
@@ -154,33 +153,24 @@ def read_omdb_metadata(path: str | Path) -> pd.DataFrame:
     item_keys: list[str] = []
     fields: list[str] = []
     raw: list[str] = []
-    with open_text(path) as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
+    for number, record in iter_json_records(path, "movie_id"):
+        omdb = record.get("omdb")
+        if not isinstance(omdb, dict):
+            raise MalformedInputError(path, number, "record without an 'omdb' object")
+        if str(omdb.get("Response", "True")) == "False":
+            continue
+        key = str(record["movie_id"])
+        for json_field, field in OMDB_FIELDS.items():
+            value = omdb.get(json_field)
+            if value is None:
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MalformedInputError(path, number, f"invalid JSON: {exc.msg}") from exc
-            if not isinstance(record, dict) or "movie_id" not in record:
-                raise MalformedInputError(path, number, "record without 'movie_id'")
-            omdb = record.get("omdb")
-            if not isinstance(omdb, dict):
-                raise MalformedInputError(path, number, "record without an 'omdb' object")
-            if str(omdb.get("Response", "True")) == "False":
-                continue
-            key = str(record["movie_id"])
-            for json_field, field in OMDB_FIELDS.items():
-                value = omdb.get(json_field)
-                if value is None:
-                    continue
-                if not isinstance(value, str):
-                    raise MalformedInputError(
-                        path, number, f"OMDb field {json_field} is not a string: {value!r}"
-                    )
-                item_keys.append(key)
-                fields.append(field)
-                raw.append(value)
+            if not isinstance(value, str):
+                raise MalformedInputError(
+                    path, number, f"OMDb field {json_field} is not a string: {value!r}"
+                )
+            item_keys.append(key)
+            fields.append(field)
+            raw.append(value)
     df = pd.DataFrame({"item_key": item_keys, "field": fields, "value": raw}, dtype=object)
     multi = ~df["field"].isin(_SINGLE_VALUED)
     df["value"] = df["value"].where(~multi, df["value"].str.split(_LIST_SPLIT, regex=True))

@@ -13,7 +13,6 @@ the ML-1M files (titles are normalised; ambiguous title-years are dropped, never
 from __future__ import annotations
 
 import csv
-import json
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -27,6 +26,7 @@ from datasources.errors import MalformedInputError
 from datasources.formats import split_title_year
 from datasources.kg.readers import open_text
 from datasources.media.types import ItemRef
+from datasources.textio import iter_json_records
 
 __all__ = [
     "LocalMetadata",
@@ -120,24 +120,15 @@ def read_omdb_records(path: str | Path) -> dict[str, OmdbRecord]:
     """
     path = Path(path)
     records: dict[str, OmdbRecord] = {}
-    with open_text(path) as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise MalformedInputError(path, number, f"invalid JSON: {exc.msg}") from None
-            if not isinstance(record, dict) or "movie_id" not in record:
-                raise MalformedInputError(path, number, "record without 'movie_id'")
-            omdb = record.get("omdb") if isinstance(record.get("omdb"), dict) else {}
-            found = str(omdb.get("Response", "True")) != "False"
-            records[str(record["movie_id"]).strip()] = OmdbRecord(
-                imdb_id=normalize_imdb_id(record.get("imdb_id") or omdb.get("imdbID")),
-                title=clean_text(record.get("ml_title")),
-                plot=clean_text(omdb.get("Plot")) if found else None,
-                poster=_http_url(omdb.get("Poster")) if found else None,
-            )
+    for _, record in iter_json_records(path, "movie_id"):
+        omdb = record.get("omdb") if isinstance(record.get("omdb"), dict) else {}
+        found = str(omdb.get("Response", "True")) != "False"
+        records[str(record["movie_id"]).strip()] = OmdbRecord(
+            imdb_id=normalize_imdb_id(record.get("imdb_id") or omdb.get("imdbID")),
+            title=clean_text(record.get("ml_title")),
+            plot=clean_text(omdb.get("Plot")) if found else None,
+            poster=_http_url(omdb.get("Poster")) if found else None,
+        )
     return records
 
 
