@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=["kgat"], choices=VARIANTS)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=4096)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: robust on a shared 2-core machine)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--images", action="store_true",
                         help="synthetic data also has 512-d image features")

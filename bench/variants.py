@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a TrainSettings field for every variant")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: robust on a shared 2-core machine)")
     parser.add_argument("--data-dir", default=None, help="default $KG4REC_DATA_DIR or ./data")
     parser.add_argument("--out", default=None, help="checkpoints (default <data>/models/bench)")
     parser.add_argument("--no-warehouse", action="store_true", help="do not record the runs")
