@@ -4,27 +4,21 @@
 import dagster as dg
 from pydantic import Field
 
+from assets.metadata import check_result
 from datasources.validate import check_id_table, check_pairs, check_split
 from pipeline.resources import LakeResource
-
-
-def _result(problems: list[str], **metadata) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        passed=not problems,
-        metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"), **metadata},
-    )
 
 
 @dg.asset_check(asset="users", blocking=True, description="user_id contiguous and unique; user_key unique; no nulls.")
 def users_keys_unique(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
     frame = lake.lake().read_pandas(context.partition_key, "users")
-    return _result(check_id_table(frame, "user_id", "user_key"), rows=len(frame))
+    return check_result(check_id_table(frame, "user_id", "user_key"), rows=len(frame))
 
 
 @dg.asset_check(asset="items", blocking=True, description="item_id contiguous and unique; item_key unique; no nulls.")
 def items_keys_unique(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
     frame = lake.lake().read_pandas(context.partition_key, "items")
-    return _result(check_id_table(frame, "item_id", "item_key"), rows=len(frame))
+    return check_result(check_id_table(frame, "item_id", "item_key"), rows=len(frame))
 
 
 @dg.asset_check(asset="interactions", blocking=True, description="No null ids, ids in range, (user, item) unique.")
@@ -33,7 +27,7 @@ def interactions_valid(context: dg.AssetCheckExecutionContext, lake: LakeResourc
     n_users = store.read(dataset, "users", ["user_id"]).num_rows
     n_items = store.read(dataset, "items", ["item_id"]).num_rows
     frame = store.read_pandas(dataset, "interactions", ["user_id", "item_id"])
-    return _result(check_pairs(frame, n_users, n_items), rows=len(frame))
+    return check_result(check_pairs(frame, n_users, n_items), rows=len(frame))
 
 
 class SplitCheckConfig(dg.Config):
@@ -47,7 +41,7 @@ def split_leak_free_and_balanced(context: dg.AssetCheckExecutionContext, config:
                                  lake: LakeResource) -> dg.AssetCheckResult:
     frame = lake.lake().read_pandas(context.partition_key, "split")
     problems, shares = check_split(frame, config.ratios, config.tolerance)
-    return _result(problems, **{f"share_{k}": v for k, v in shares.items()})
+    return check_result(problems, **{f"share_{k}": v for k, v in shares.items()})
 
 
 INGEST_CHECKS = [users_keys_unique, items_keys_unique, interactions_valid, split_leak_free_and_balanced]

@@ -13,7 +13,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from assets.metadata import markdown_table, stats_markdown, table_metadata
+from assets.metadata import check_result, markdown_table, stats_markdown, table_metadata
 from features.encode import IMAGE, TEXT, encode_features, plan_contents, validate_features
 from features.encoders import EncoderSettings, ImageEncoder, TextEncoder, load_encoders
 from pipeline.partitions import dataset_partitions
@@ -132,11 +132,7 @@ def clip_features_valid(context: dg.AssetCheckExecutionContext, lake: LakeResour
     table = store.read(dataset, TABLE)
     entity_ids = store.read(dataset, "entities", ["entity_id"])["entity_id"].to_numpy()
     problems = validate_features(table, np.asarray(entity_ids))
-    return dg.AssetCheckResult(
-        passed=not problems,
-        metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
-                  "rows": table.num_rows},
-    )
+    return check_result(problems, rows=table.num_rows)
 
 
 FEATURES_ASSETS = [clip_features]

@@ -15,7 +15,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from assets.metadata import stats_markdown, table_metadata
+from assets.metadata import check_result, stats_markdown, table_metadata
 from datasources.fetch import resolve_location
 from datasources.kg.build import KGBuildOptions, build_kg, validate_kg
 from datasources.kg.sources import DEFAULT_KG_SOURCES, KGSource, load_kg_sources
@@ -161,12 +161,6 @@ def knowledge_graph(context: dg.AssetExecutionContext, config: KGConfig, http: H
     )
 
 
-def _result(problems: list[str], **metadata) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        passed=not problems,
-        metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"), **metadata},
-    )
-
 
 @dg.asset_check(asset="kg_triples", blocking=True,
                 description="Every triple's ids exist in entities/relations; items-first ids; no duplicates or self-loops.")
@@ -176,7 +170,7 @@ def kg_ids_valid(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> 
     store, dataset = lake.lake(), context.partition_key
     result = KGResult(*(store.read_pandas(dataset, t) for t in ("item_links", "entities", "relations", "kg_triples")))
     n_items = store.read(dataset, "items", ["item_id"]).num_rows
-    return _result(validate_kg(result, n_items), n_items=n_items)
+    return check_result(validate_kg(result, n_items), n_items=n_items)
 
 
 @dg.asset_check(asset="kg_triples", blocking=True,
@@ -188,7 +182,7 @@ def kg_holds_no_interactions(context: dg.AssetCheckExecutionContext, lake: LakeR
         store.read_pandas(dataset, "relations", ["relation_key"]),
         store.read_pandas(dataset, "users", ["user_key"])["user_key"],
     )
-    return _result(problems)
+    return check_result(problems)
 
 
 KG_CHECKS = [kg_ids_valid, kg_holds_no_interactions]

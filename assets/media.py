@@ -20,7 +20,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from assets.metadata import stats_markdown, table_metadata
+from assets.metadata import check_result, stats_markdown, table_metadata
 from datasources.http import HttpClient
 from datasources.media import (
     DATASET_DEFAULTS,
@@ -368,22 +368,17 @@ def item_media_failure_rate(
     missing = set(item_ids) - set(frame["item_id"])
     if missing:
         problems.append(f"{len(missing)} items have no row (e.g. item_id {min(missing)})")
-    return dg.AssetCheckResult(
-        passed=not problems,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
-            "failure_rate": summary["failure_rate"],
-            "max_failure_rate": config.max_failure_rate,
-            "posters_attempted": summary["attempted"],
-            "posters_failed": summary["failed"],
-            "poster_status": _histogram_md(
-                summary["status_counts"], "poster_status", summary["n_items"]
-            ),
-            "top_failure_reasons": _histogram_md(
-                summary["top_failure_reasons"], "failure reasons", summary["failed"]
-            ),
-        },
+    # check_result's default severity is ERROR, which is what makes this blocking check stop runs.
+    return check_result(
+        problems,
+        failure_rate=summary["failure_rate"],
+        max_failure_rate=config.max_failure_rate,
+        posters_attempted=summary["attempted"],
+        posters_failed=summary["failed"],
+        poster_status=_histogram_md(summary["status_counts"], "poster_status", summary["n_items"]),
+        top_failure_reasons=_histogram_md(
+            summary["top_failure_reasons"], "failure reasons", summary["failed"]
+        ),
     )
 
 

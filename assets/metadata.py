@@ -52,6 +52,14 @@ def stats_markdown(stats: Mapping[str, Any], title: str | None = None) -> dg.Met
     return dg.MetadataValue.md("\n".join(lines))
 
 
+def check_result(problems: list[str], **metadata: Any) -> dg.AssetCheckResult:
+    """An asset check result that passes when ``problems`` is empty and lists them otherwise."""
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"), **metadata},
+    )
+
+
 def png_markdown(figure, alt: str) -> dg.MetadataValue:
     """Embed a matplotlib figure as a picture (Dagster has no image metadata type)."""
     buffer = io.BytesIO()

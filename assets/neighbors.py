@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from pydantic import Field
 
-from assets.metadata import png_markdown, stats_markdown, table_metadata
+from assets.metadata import check_result, png_markdown, stats_markdown, table_metadata
 from model.graph import build_collaborative_kg
 from model.neighbors import (
     DEFAULT_SEQUENCE_LENGTH,
@@ -132,11 +132,7 @@ def sequences_well_formed(context: dg.AssetCheckExecutionContext, lake: LakeReso
     outside = sum((u, i) not in train for u, i in zip(user_side.tolist(), item_side.tolist(), strict=True))
     if outside:
         problems.append(f"{outside} user–item edges are not train pairs (valid/test leak)")
-    return dg.AssetCheckResult(
-        passed=not problems,
-        metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
-                  "items": n_items, "interaction_edges": len(interactions)},
-    )
+    return check_result(problems, items=n_items, interaction_edges=len(interactions))
 
 
 NEIGHBOR_CHECKS = [sequences_well_formed]
