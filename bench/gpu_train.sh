@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of stage 6: train KGAT and Multi-KG4Rec (full) on ML-1M, print s/epoch, the
+# GPU check of stage 6: train KGAT, LightGCN and Multi-KG4Rec (full) on ML-1M, print s/epoch, the
 # seconds of one full-ranking evaluation of every test user, and the test metrics.
 #
 #   bench/gpu_train.sh [DATA_DIR]          # default $KG4REC_DATA_DIR or ./data
@@ -11,12 +11,12 @@
 # Budget: under 8 minutes on one H100 — each variant is capped at MAX_SECONDS of training
 # (default 150) and EPOCHS epochs (default 40); results also go to $OUT/gpu_train.json.
 #
-# Environment: VARIANTS (default "kgat full"), EPOCHS, MAX_SECONDS, BATCH_SIZE (4096),
+# Environment: VARIANTS (default "kgat lightgcn full"), EPOCHS, MAX_SECONDS, BATCH_SIZE (4096),
 # DATASET (ml-1m), TINY=1 (a seconds-long dry run on small synthetic data, for CPU checks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DATA_DIR="${1:-${KG4REC_DATA_DIR:-data}}"
-export VARIANTS="${VARIANTS:-kgat full}" EPOCHS="${EPOCHS:-40}" MAX_SECONDS="${MAX_SECONDS:-150}"
+export VARIANTS="${VARIANTS:-kgat lightgcn full}" EPOCHS="${EPOCHS:-40}" MAX_SECONDS="${MAX_SECONDS:-150}"
 export BATCH_SIZE="${BATCH_SIZE:-4096}" DATASET="${DATASET:-ml-1m}" TINY="${TINY:-0}"
 PYTHON="${PYTHON:-python3}"
 

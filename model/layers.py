@@ -219,6 +219,28 @@ class BiInteractionPropagation(nn.Module):
         return torch.cat([t.float() for t in layers], dim=1)
 
 
+class LightPropagation(nn.Module):
+    """LightGCN-style propagation over the same weighted graph: e^(l+1) = A e^(l), no weights,
+    no non-linearity, output = mean of layers 0..L (an improvement over the Bi-Interaction
+    aggregator for collaborative signal; see MODEL.md)."""
+
+    def __init__(self, in_dim: int, n_layers: int) -> None:
+        super().__init__()
+        self.n_layers = n_layers
+        self.out_dim = in_dim
+
+    def forward(self, x: torch.Tensor, adjacency: SparseMatrix,
+                out_rows: torch.Tensor | None = None,
+                out_adjacency: SparseMatrix | None = None) -> torch.Tensor:
+        x = x.float()
+        total = x if out_rows is None else x[out_rows]
+        for index in range(self.n_layers):
+            last = index == self.n_layers - 1 and out_rows is not None and out_adjacency is not None
+            x = (out_adjacency if last else adjacency) @ x
+            total = total + (x if last or out_rows is None else x[out_rows])
+        return total / (self.n_layers + 1)
+
+
 # --------------------------------------------------------------------------- Bi-Transformer
 
 #: Which key/value modalities each query modality attends to, per fusion mode.
@@ -251,11 +273,15 @@ class ModalAttention(nn.Module):
         return x.view(b, n, self.heads, d // self.heads).transpose(1, 2)
 
     def forward(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
-                route: dict[str, tuple[str, ...]], need_weights: bool = False
+                route: dict[str, tuple[str, ...]], need_weights: bool = False,
+                first_only: bool = False
                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """``first_only``: only the query at position 0 (the item itself) is computed."""
         q, k, v = {}, {}, {}
         for m in self.modalities:
             q[m], k[m], v[m] = (self._split(t) for t in self.qkv[m](x[m]).chunk(3, dim=-1))
+            if first_only:
+                q[m] = q[m][:, :, :1]
         out, weights = {}, {}
         for m in self.modalities:
             sources = [s for s in route[m] if s in self.modalities]
@@ -294,11 +320,11 @@ class FusionBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
-                need_weights: bool = False):
-        h, weights = self.attn(x, valid, ROUTES[self.mode], need_weights)
+                need_weights: bool = False, first_only: bool = False):
+        h, weights = self.attn(x, valid, ROUTES[self.mode], need_weights, first_only)
         out = {}
         for m, xm in x.items():
-            y = self.norm1[m](xm + self.drop(h[m]))
+            y = self.norm1[m]((xm[:, :1] if first_only else xm) + self.drop(h[m]))
             out[m] = self.norm2[m](y + self.drop(self.ffn[m](y)))
         return out, weights
 
@@ -324,10 +350,12 @@ class BiTransformer(nn.Module):
                for _ in range(n_blocks)])
 
     def forward(self, x: dict[str, torch.Tensor], valid: dict[str, torch.Tensor],
-                need_weights: bool = False):
+                need_weights: bool = False, first_only: bool = False):
+        """``first_only``: the last block computes position 0 only (all a caller reading the
+        item's own output needs: its queries still attend over every key)."""
         weights: dict[str, torch.Tensor] = {}
         for i, block in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
-            x, w = block(x, valid, need_weights and last)
+            x, w = block(x, valid, need_weights and last, first_only and last)
             weights = w or weights
         return x, weights

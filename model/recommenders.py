@@ -34,6 +34,7 @@ from model.data import PAD, EdgeList, RecData, collaborative_edges
 from model.layers import (
     BiInteractionPropagation,
     BiTransformer,
+    LightPropagation,
     RelationGroups,
     SparseMatrix,
     TransR,
@@ -50,6 +51,26 @@ FUSION_VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
     "no_text": (("visual",), "bi"),
     "t2v": (("visual", "text"), "t2v"),
     "v2t": (("visual", "text"), "v2t"),
+}
+#: The paper's propagation (KGAT's): knowledge-aware attention + Bi-Interaction over the
+#: collaborative KG. The baseline ``kgat`` keeps it by default.
+PAPER_PROPAGATION = {"graph": "ckg", "aggregator": "bi", "edge_weight": "attention"}
+#: Ours, the default of the Multi-KG4Rec variants: LightGCN-style propagation over the
+#: user-item graph; the KG reaches the model through the fused BFS sequences (MODEL.md).
+IMPROVED_PROPAGATION = {"graph": "interactions", "aggregator": "light",
+                        "edge_weight": "symmetric"}
+
+
+def default_propagation(variant: str) -> dict[str, str]:
+    return dict(IMPROVED_PROPAGATION if variant in FUSION_VARIANTS else PAPER_PROPAGATION)
+
+
+#: Allowed values of the propagation settings (ModelConfig fields).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "graph": ("ckg", "interactions"),
+    "aggregator": ("bi", "light"),
+    "edge_weight": ("attention", "symmetric"),
+    "aggregator_init": ("identity", "xavier"),
 }
 
 
@@ -71,10 +92,22 @@ class ModelConfig:
     normalize_layers: bool = False  # KGAT L2-normalises each layer's output (see MODEL.md)
     aggregator_init: str = "identity"  # W1 = I, W2 = 0 at the start; or "xavier" (KGAT)
     segment_init: bool = True  # Xavier per block (items / entities / users) of the node table
+    align_weight: float = 0.01  # > 0: the trainer adds the ID-content InfoNCE (align_loss)
+    align_temperature: float = 0.2
+    # propagation (None: the variant's default, see default_propagation and MODEL.md)
+    graph: str | None = None  # "ckg": the collaborative KG (paper); "interactions": user-item
+    aggregator: str | None = None  # "bi": Bi-Interaction (paper); "light": LightGCN-style
+    edge_weight: str | None = None  # "attention": π softmax (paper); "symmetric": D^-½AD^-½
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        for name, value in default_propagation(self.variant).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         object.__setattr__(self, "layer_sizes", tuple(int(s) for s in self.layer_sizes))
         if not self.layer_sizes:
             raise ValueError("layer_sizes must name at least one layer")
@@ -126,6 +159,11 @@ class Recommender(nn.Module):
 
     def kg_loss(self, head, relation, tail, corrupt, l2: float) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no KG loss")
+
+    def align_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
+                   ) -> torch.Tensor:
+        """Auxiliary loss of the last ``bpr_loss`` batch (default: none)."""
+        return torch.zeros((), device=users.device)
 
     @torch.no_grad()
     def item_modality_attention(self) -> torch.Tensor | None:
@@ -262,6 +300,10 @@ class MultiKG4Rec(_KGMixin, Recommender):
             if config.segment_init else ())
         edges = collaborative_edges(data)
         self.transr = TransR(edges.n_relations, d, config.relation_dim)
+        if config.graph == "interactions":  # relations 0/1: user → item and its inverse
+            keep = edges.relation < 2
+            edges = EdgeList(edges.head[keep], edges.relation[keep], edges.tail[keep],
+                             edges.n_nodes, edges.n_relations)
         self._set_graph(edges)
 
         wanted, mode = FUSION_VARIANTS.get(config.variant, ((), "bi"))
@@ -275,10 +317,14 @@ class MultiKG4Rec(_KGMixin, Recommender):
         if wanted and data.seq_node is None and self.modalities:
             raise ValueError("Multi-KG4Rec needs neighbor_sequences (or let build_data compute)")
         self.graphs = self.modalities or ("id",)
-        self.propagation = nn.ModuleDict({
-            g: BiInteractionPropagation(d, config.layer_sizes, config.mess_dropout,
-                                        config.normalize_layers, config.aggregator_init)
-            for g in self.graphs})
+        if config.aggregator == "light":
+            self.propagation = nn.ModuleDict({
+                g: LightPropagation(d, len(config.layer_sizes)) for g in self.graphs})
+        else:
+            self.propagation = nn.ModuleDict({
+                g: BiInteractionPropagation(d, config.layer_sizes, config.mess_dropout,
+                                            config.normalize_layers, config.aggregator_init)
+                for g in self.graphs})
 
         if self.modalities:
             self.fusion = BiTransformer(self.modalities, d, config.n_heads, config.ffn_dim,
@@ -326,6 +372,8 @@ class MultiKG4Rec(_KGMixin, Recommender):
                 setattr(self, f"_{m}_profile", profile)
                 self.register_buffer(f"{m}_has", has_node, persistent=False)
         self._adjacency: dict[str, SparseMatrix] = {}
+        self._views: dict[str, tuple[torch.Tensor, ...]] = {}  # last training forward
+        self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         out_rows = torch.cat([torch.arange(data.n_items),
                               torch.arange(data.n_entities, data.n_nodes)])
         self.register_buffer("out_rows", out_rows.to(data.device), persistent=False)
@@ -367,7 +415,7 @@ class MultiKG4Rec(_KGMixin, Recommender):
             tokens = torch.where(has[..., None], tokens, self.missing[m].to(tokens.dtype))
             x[m] = tokens + position + self.modality_embedding[m]
             valid[m] = has
-        out, weights = self.fusion(x, valid, need_weights)
+        out, weights = self.fusion(x, valid, need_weights, first_only=True)
         reach = torch.stack([valid[m].any(1) for m in self.modalities]).any(0)
         z = {m: out[m][:, 0] for m in self.modalities}
         return z, reach, weights
@@ -389,6 +437,10 @@ class MultiKG4Rec(_KGMixin, Recommender):
             add = self.gate[m] * self.seed_map[m](add)
             pad = add.new_zeros(self.n_nodes - add.shape[0], add.shape[1])
             seeds[m] = ids + torch.cat([add, pad]).to(ids.dtype)
+            if self.training and self.config.align_weight > 0:  # content views for align_loss
+                user_has = getattr(self, f"{m}_has")[self.n_entities:]
+                self._views[m] = (self.seed_map[m](z[m]), reach,
+                                  self.seed_map[m](contents[m][self.n_entities:]), user_has)
         return seeds
 
     @torch.no_grad()
@@ -402,7 +454,12 @@ class MultiKG4Rec(_KGMixin, Recommender):
                                head - self.n_entities + self.n_items)[out_edge]
         n_out = self.n_items + self.n_users
         for g, seed in self.seeds().items():
-            pi = knowledge_attention(seed, head, self.relation_groups, self.transr, self.n_nodes)
+            if self.config.edge_weight == "symmetric":
+                deg = torch.bincount(head, minlength=self.n_nodes).float().clamp(min=1)
+                pi = deg[head].rsqrt() * deg[tail].rsqrt()
+            else:
+                pi = knowledge_attention(seed, head, self.relation_groups, self.transr,
+                                         self.n_nodes)
             self._adjacency[g] = SparseMatrix(head, tail, pi, (self.n_nodes, self.n_nodes))
             self._adjacency[f"{g}:out"] = SparseMatrix(out_head, tail[out_edge], pi[out_edge],
                                                        (n_out, self.n_nodes))
@@ -416,7 +473,36 @@ class MultiKG4Rec(_KGMixin, Recommender):
                                     self._adjacency[f"{g}:out"])
                 for g, seed in self.seeds().items()]
         final = torch.cat(outs, dim=1)
+        if self.training and self.config.align_weight > 0:
+            self._outputs = [out.split([out.shape[0] - self.n_users, self.n_users])
+                             for out in outs]  # per graph: (items, users)
         return final[self.n_items:], final[: self.n_items]
+
+    def align_loss(self, users, pos, neg):
+        """ID-content contrastive alignment (our addition, MODEL.md): per modality graph, the
+        propagated representation of each batch item (user) must pick out its own content
+        view W_m z_m(i) (W_m content_m(u)) among the batch's, InfoNCE at temperature τ.
+        Pulls collaborative and content spaces together and spreads the representations
+        (the uniformity effect of SimGCL-style objectives)."""
+        if not self.modalities or self.config.align_weight <= 0 or not self._views:
+            return super().align_loss(users, pos, neg)
+        items = torch.unique(torch.cat([pos, neg]))
+        batch_users = torch.unique(users)
+        total = torch.zeros((), device=users.device)
+        d = self.config.embed_dim
+        for g, (item_out, user_out) in zip(self.graphs, self._outputs, strict=True):
+            item_view, item_has, user_view, user_has = self._views[g]
+            for rows, out, view, has in ((items, item_out, item_view, item_has),
+                                         (batch_users, user_out, user_view, user_has)):
+                rows = rows[has[rows]]
+                if rows.numel() < 2:
+                    continue
+                a = F.normalize(out[rows, :d].float(), dim=1)
+                b = F.normalize(view[rows].float(), dim=1)
+                logits = a @ b.T / self.config.align_temperature
+                target = torch.arange(rows.numel(), device=rows.device)
+                total = total + F.cross_entropy(logits, target)
+        return total / len(self.graphs)
 
     def ego(self, users, items):
         return [self.node_embedding(torch.cat([users + self.n_entities, items]))]

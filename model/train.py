@@ -33,7 +33,13 @@ from safetensors.torch import save_file
 
 from model.data import RecData
 from model.evaluate import evaluate
-from model.recommenders import VARIANTS, ModelConfig, Recommender, build_model
+from model.recommenders import (
+    VARIANTS,
+    ModelConfig,
+    Recommender,
+    build_model,
+    default_propagation,
+)
 
 CHECKPOINT_FORMAT = "kg4rec-checkpoint-1"
 KG_LOSS_MODES = ("joint", "alternate", "none")
@@ -46,11 +52,13 @@ class TrainSettings:
 
     variant: str = "full"
     epochs: int = 200
-    batch_size: int = 4096
+    batch_size: int = 2048
     lr: float = 5e-3
-    reg: float = 1e-4  # λ of the BPR loss (on the batch's layer-0 embeddings)
+    reg: float = 1e-5  # λ of the BPR loss (on the batch's layer-0 embeddings)
     kg_l2: float = 1e-5  # L2 of the TransR terms (KGAT)
-    kg_loss: str = "joint"  # joint: L_CF + L_KG per step; alternate: KGAT's two phases
+    # joint: L_CF + L_KG per step; alternate: KGAT's two phases; none. None: "joint" where the
+    # KG embeddings reach the score (graph="ckg", cke), else "none" (MODEL.md)
+    kg_loss: str | None = None
     embed_dim: int = 64
     relation_dim: int = 64
     layer_sizes: tuple[int, ...] = (64, 32, 16)
@@ -65,6 +73,11 @@ class TrainSettings:
     normalize_layers: bool = False
     aggregator_init: str = "identity"
     segment_init: bool = True
+    align_weight: float = 0.01  # weight of the ID-content contrastive alignment (MODEL.md)
+    align_temperature: float = 0.2
+    graph: str | None = None  # None: the variant's default (model.recommenders)
+    aggregator: str | None = None
+    edge_weight: str | None = None
     patience: int = 10  # evaluations without a better validation Recall@20
     eval_every: int = 1
     seed: int = 2020
@@ -78,6 +91,12 @@ class TrainSettings:
         self.layer_sizes = tuple(int(s) for s in self.layer_sizes)
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        # resolve the variant's defaults so that hashes and checkpoints name real values
+        for name, value in default_propagation(self.variant).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.kg_loss is None:
+            self.kg_loss = "none" if self.graph == "interactions" else "joint"
         if self.kg_loss not in KG_LOSS_MODES:
             raise ValueError(f"kg_loss must be one of {KG_LOSS_MODES}, got {self.kg_loss!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
@@ -346,12 +365,13 @@ def train(
             kg_chunks = n_batches if settings.kg_loss == "joint" else max(
                 1, math.ceil(h.numel() / settings.batch_size))
             kg_size = math.ceil(h.numel() / kg_chunks)
-        sums = torch.zeros(3, device=device)  # bpr, reg, kg
+        sums = torch.zeros(4, device=device)  # bpr, reg, kg, align
         for b in range(n_batches):
             sl = slice(b * settings.batch_size, (b + 1) * settings.batch_size)
             with autocast:
                 bpr, reg = model.bpr_loss(users[sl], pos[sl], neg[sl])
-                loss = bpr + settings.reg * reg
+                align = model.align_loss(users[sl], pos[sl], neg[sl])
+                loss = bpr + settings.reg * reg + settings.align_weight * align
                 kg = torch.zeros((), device=device)
                 if use_kg and settings.kg_loss == "joint" and b * kg_size < h.numel():
                     ks = slice(b * kg_size, (b + 1) * kg_size)
@@ -360,7 +380,8 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            sums += torch.stack([bpr.detach().float(), reg.detach().float(), kg.detach().float()])
+            sums += torch.stack([bpr.detach().float(), reg.detach().float(), kg.detach().float(),
+                                 align.detach().float()])
             if b % 32 == 31 and not torch.isfinite(sums).all():
                 break
         if use_kg and settings.kg_loss == "alternate":  # KGAT's second phase
@@ -385,8 +406,10 @@ def train(
         state["train_seconds"] += train_seconds
         epoch += 1
         record: dict[str, Any] = {"epoch": epoch, "bpr": losses[0], "reg": losses[1],
-                                  "kg": losses[2], "loss": losses[0] + settings.reg * losses[1]
-                                  + losses[2], "seconds": train_seconds}
+                                  "kg": losses[2], "align": losses[3],
+                                  "loss": losses[0] + settings.reg * losses[1] + losses[2]
+                                  + settings.align_weight * losses[3],
+                                  "seconds": train_seconds}
 
         if epoch % settings.eval_every == 0 or epoch == settings.epochs:
             t1 = time.perf_counter()

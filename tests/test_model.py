@@ -6,13 +6,22 @@ import pytest
 import torch
 
 from model.data import build_data, collaborative_edges
-from model.layers import ModalAttention, SparseMatrix
-from model.recommenders import VARIANTS, ModelConfig, build_model
+from model.layers import BiTransformer, ModalAttention, SparseMatrix
+from model.recommenders import (
+    IMPROVED_PROPAGATION,
+    PAPER_PROPAGATION,
+    VARIANTS,
+    ModelConfig,
+    build_model,
+)
 from model.synthetic import synthetic_tables
 from model.train import kg_training_triples, sample_negatives
 
 TINY = {"embed_dim": 16, "relation_dim": 8, "layer_sizes": (16, 8), "n_heads": 2,
         "n_blocks": 1, "ffn_dim": 16}
+#: Every variant with its default propagation, plus the other propagation where it matters.
+CONFIGS = ([(v, {}) for v in VARIANTS] + [(v, PAPER_PROPAGATION) for v in ("full", "t2v")]
+           + [("kgat", IMPROVED_PROPAGATION)])
 
 
 @pytest.fixture(autouse=True)
@@ -62,10 +71,12 @@ def test_shapes_and_finite_scores(variant, data):
     assert users.shape[0] == data.n_users and items.shape[0] == data.n_items
     assert users.shape[1] == items.shape[1]
     assert torch.isfinite(users).all() and torch.isfinite(items).all()
-    if variant in ("kgat", "no_visual", "no_text"):
-        assert users.shape[1] == 16 + 16 + 8  # one graph: layer 0 ‖ layers
+    if variant == "kgat":  # the paper's propagation: layer 0 ‖ layers of 16, 8
+        assert users.shape[1] == 16 + 16 + 8
+    if variant in ("no_visual", "no_text"):  # one graph, mean of 16-d layers
+        assert users.shape[1] == 16
     if variant in ("full", "t2v", "v2t"):
-        assert users.shape[1] == 2 * (16 + 16 + 8)  # visual ‖ text graphs
+        assert users.shape[1] == 2 * 16  # visual ‖ text graphs
 
 
 def test_all_masked_keys_give_zero_update_not_nan():
@@ -121,8 +132,9 @@ def test_modality_absent_for_the_whole_dataset_degrades_to_kgat(text_only):
     full = make("full", text_only)
     assert full.modalities == ("text",) and full.graphs == ("text",)
     assert any("visual" in note for note in full.notes)
-    no_text = make("no_text", text_only).eval()  # no modality left: KGAT itself
-    kgat = make("kgat", text_only).eval()
+    # no modality left: KGAT's equations with the same propagation
+    no_text = make("no_text", text_only).eval()
+    kgat = make("kgat", text_only, **IMPROVED_PROPAGATION).eval()
     assert no_text.graphs == ("id",)
     for a, b in zip(no_text(), kgat(), strict=True):
         assert torch.allclose(a, b)
@@ -140,9 +152,9 @@ def _step_loss(model, data, users, pos, neg, kg):
     return loss
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_gradients_reach_every_parameter(variant, data):
-    model = make(variant, data).train()
+@pytest.mark.parametrize(("variant", "overrides"), CONFIGS)
+def test_gradients_reach_every_parameter(variant, overrides, data):
+    model = make(variant, data, **overrides).train()
     gen = torch.Generator().manual_seed(0)
     neg = torch.randint(data.n_items, data.train_user.shape, generator=gen)
     h, r, t = kg_training_triples(data)
@@ -153,9 +165,9 @@ def test_gradients_reach_every_parameter(variant, data):
         assert parameter.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_each_variant_overfits_a_tiny_graph(variant, data):
-    model = make(variant, data, mess_dropout=0.0).train()
+@pytest.mark.parametrize(("variant", "overrides"), CONFIGS)
+def test_each_variant_overfits_a_tiny_graph(variant, overrides, data):
+    model = make(variant, data, mess_dropout=0.0, **overrides).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(0)
     h, r, t = kg_training_triples(data)
@@ -195,3 +207,44 @@ def test_sparse_matrix_autograd_matches_dense():
     ((matrix @ x) * weight).sum().backward()
     expected = dense.T @ weight
     assert torch.allclose(x.grad, expected)
+
+
+def test_fusion_of_position_zero_only_matches_the_whole_sequence():
+    """The last block may compute the item's own position only (what `fuse` reads)."""
+    torch.manual_seed(0)
+    fusion = BiTransformer(("visual", "text"), 16, 2, 32, 2, 1, 0.0, "bi").eval()
+    x = {m: torch.randn(12, 6, 16) for m in ("visual", "text")}
+    valid = {m: torch.rand(12, 6) > 0.3 for m in x}
+    whole, whole_w = fusion(x, valid, need_weights=True)
+    first, first_w = fusion(x, valid, need_weights=True, first_only=True)
+    for m in x:
+        assert first[m].shape == (12, 1, 16)
+        assert torch.allclose(first[m][:, 0], whole[m][:, 0], atol=1e-6)
+        assert torch.allclose(first_w[m][:, 0], whole_w[m][:, 0], atol=1e-6)
+
+
+def test_improved_propagation_without_modalities_is_lightgcn(data):
+    """w/o t&v under the improved propagation is exactly LightGCN on the same ID embeddings."""
+    ours = make("kgat", data, **IMPROVED_PROPAGATION).eval()
+    reference = make("lightgcn", data).eval()
+    ids = ours.node_embedding.weight.data
+    with torch.no_grad():
+        reference.embedding.weight.copy_(torch.cat([ids[data.n_entities:], ids[: data.n_items]]))
+        users, items = ours()
+        ref_users, ref_items = reference()
+    assert users.shape == ref_users.shape and items.shape == ref_items.shape
+    assert torch.allclose(users, ref_users, atol=1e-6)
+    assert torch.allclose(items, ref_items, atol=1e-6)
+
+
+def test_improved_propagation_ignores_kg_edges_but_reads_kg_content(data):
+    """graph="interactions": KG edges leave the propagation, the fused KG sequences stay."""
+    model = make("full", data, **IMPROVED_PROPAGATION).eval()
+    assert (model.edge_head >= data.n_entities).sum() == data.train_user.numel()
+    assert ((model.edge_head >= data.n_items) & (model.edge_head < data.n_entities)).sum() == 0
+    with torch.no_grad():
+        before = model()[1].clone()
+        model.gate["text"].fill_(0.0)
+        model.gate["visual"].fill_(0.0)
+        without_content = model()[1]
+    assert not torch.allclose(before, without_content)  # content reaches the items

@@ -91,6 +91,10 @@ def test_every_variant_through_the_assets(tmp_path):
     assert set(tables["paper_table"]) == {"Table 2", "Table 3", "Table 4"}
     table3 = tables[tables["paper_table"] == "Table 3"].set_index("row_label")
     assert pd.isna(table3.loc["w/o t&v", "improvement_recall"])
+    # full ran with our propagation: without modalities it is exactly LightGCN
+    assert table3.loc["w/o t&v", "variant"] == "lightgcn"
+    table2 = tables[tables["paper_table"] == "Table 2"].set_index("row_label")
+    assert table2.loc["KGAT", "variant"] == "kgat"
     expected = table3.loc["Multi-KG4Rec", "recall"] / table3.loc["w/o t&v", "recall"] - 1
     assert table3.loc["Multi-KG4Rec", "improvement_recall"] == pytest.approx(expected)
     markdown = paper_table_markdown(tables, "Table 2")

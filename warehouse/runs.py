@@ -107,21 +107,23 @@ RUN_COLUMNS = ["run_id", "dataset", "variant", "config_json", "config_hash", "co
 METRIC_COLUMNS = ["run_id", "split", "metric", "k", "value", "epoch"]
 
 #: The paper's tables: (table, row order, row label, variant, baseline variant of "Improv.").
-#: Table 2 compares models; Table 3 modalities (w/o t&v = KGAT); Table 4 the Bi-Transformer.
+#: Table 2 compares models; Table 3 modalities; Table 4 the Bi-Transformer. Their reference row
+#: "w/o t&v" is what the full model becomes without modalities (:data:`WITHOUT_MODALITIES`).
+WITHOUT_MODALITIES = "w/o t&v"
 PAPER_ROWS: list[tuple[str, int, str, str, str | None]] = [
     ("Table 2", 1, "BPR-MF", "bprmf", None),
     ("Table 2", 2, "LightGCN", "lightgcn", None),
     ("Table 2", 3, "CKE", "cke", None),
     ("Table 2", 4, "KGAT", "kgat", None),
     ("Table 2", 5, "Multi-KG4Rec", "full", "best baseline"),
-    ("Table 3", 1, "w/o t&v", "kgat", None),
-    ("Table 3", 2, "w/o v", "no_visual", "kgat"),
-    ("Table 3", 3, "w/o t", "no_text", "kgat"),
-    ("Table 3", 4, "Multi-KG4Rec", "full", "kgat"),
-    ("Table 4", 1, "w/o t&v", "kgat", None),
-    ("Table 4", 2, "Bi-Trans t2v", "t2v", "kgat"),
-    ("Table 4", 3, "Bi-Trans v2t", "v2t", "kgat"),
-    ("Table 4", 4, "Multi-KG4Rec", "full", "kgat"),
+    ("Table 3", 1, "w/o t&v", WITHOUT_MODALITIES, None),
+    ("Table 3", 2, "w/o v", "no_visual", WITHOUT_MODALITIES),
+    ("Table 3", 3, "w/o t", "no_text", WITHOUT_MODALITIES),
+    ("Table 3", 4, "Multi-KG4Rec", "full", WITHOUT_MODALITIES),
+    ("Table 4", 1, "w/o t&v", WITHOUT_MODALITIES, None),
+    ("Table 4", 2, "Bi-Trans t2v", "t2v", WITHOUT_MODALITIES),
+    ("Table 4", 3, "Bi-Trans v2t", "v2t", WITHOUT_MODALITIES),
+    ("Table 4", 4, "Multi-KG4Rec", "full", WITHOUT_MODALITIES),
 ]
 PAPER_K = 20
 
@@ -234,10 +236,8 @@ class RunStore:
         dataset (Table 2: over the best baseline of each metric; Tables 3–4: over w/o t&v).
         """
         self.ensure_schema()
-        layout = pd.DataFrame(PAPER_ROWS, columns=["paper_table", "row_order", "row_label",
-                                                   "variant", "reference"])
         with self.warehouse.connect() as con:
-            con.register("paper_layout", layout)
+            con.register("paper_layout", self._paper_layout(con))
             con.execute("BEGIN TRANSACTION")
             try:
                 con.execute("DELETE FROM paper_tables")
@@ -255,7 +255,7 @@ class RunStore:
                     rows AS (
                         SELECT l.paper_table, f.dataset, l.row_order, l.row_label, l.variant,
                                l.reference, f.run_id, f.recall, f.mrr, f.ndcg
-                        FROM paper_layout l JOIN final f USING (variant)
+                        FROM paper_layout l JOIN final f USING (dataset, variant)
                     ),
                     baseline AS (  -- Table 2: best non-Multi-KG4Rec row per metric
                         SELECT paper_table, dataset, max(recall) AS recall, max(mrr) AS mrr,
@@ -275,6 +275,7 @@ class RunStore:
                          AND ref.dataset = r.dataset AND ref.variant = r.reference
                          AND ref.row_order = (SELECT min(row_order) FROM paper_layout p
                                               WHERE p.paper_table = r.paper_table
+                                                AND p.dataset = r.dataset
                                                 AND p.variant = r.reference)
                     ORDER BY r.paper_table, r.dataset, r.row_order
                 """)
@@ -283,6 +284,26 @@ class RunStore:
                 con.execute("ROLLBACK")
                 raise
         return self.paper_tables()
+
+    @staticmethod
+    def _paper_layout(con) -> pd.DataFrame:
+        """PAPER_ROWS per dataset, "w/o t&v" resolved from the latest full run's settings: under
+        the paper's propagation (graph = ckg) it is ``kgat``; under ours (graph = interactions)
+        the model without modalities is exactly LightGCN, so it is ``lightgcn``."""
+        graphs = dict(con.execute("""
+            SELECT dataset, coalesce(json_extract_string(config_json, '$.graph'), 'ckg')
+            FROM latest_runs WHERE variant = 'full'""").fetchall())
+        datasets = [row[0] for row in con.execute(
+            "SELECT DISTINCT dataset FROM latest_runs ORDER BY 1").fetchall()]
+        rows = []
+        for dataset in datasets:
+            base = "lightgcn" if graphs.get(dataset) == "interactions" else "kgat"
+            for table, order, label, variant, reference in PAPER_ROWS:
+                rows.append((table, dataset, order, label,
+                             base if variant == WITHOUT_MODALITIES else variant,
+                             base if reference == WITHOUT_MODALITIES else reference))
+        return pd.DataFrame(rows, columns=["paper_table", "dataset", "row_order", "row_label",
+                                           "variant", "reference"])
 
     def paper_tables(self) -> pd.DataFrame:
         self.ensure_schema()
