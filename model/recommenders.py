@@ -6,9 +6,12 @@ product is the score ŷ(u, i) (eq. 4.2.4). The trainer only calls:
 * ``refresh()`` — once per epoch, without gradient (KGAT's attention update);
 * ``forward()`` → ``(user_repr (n_users, D), item_repr (n_items, D))``;
 * ``bpr_loss(users, pos, neg)`` → ``(bpr, reg)``;
-* ``kg_loss(head, relation, tail, corrupt_tail)`` when ``uses_kg`` (TransR, eq. L_KG).
+* ``kg_loss(head, relation, tail, corrupt_tail)`` when ``uses_kg`` (TransR, eq. L_KG);
+* ``align_loss(users, pos, neg)`` — an auxiliary loss of the last batch (zero by default).
 
-Variants (``ModelConfig.variant``; the paper's Tables 2–4):
+Variants (``ModelConfig.variant``; the paper's Tables 2–4). The Multi-KG4Rec variants default
+to our propagation (LightGCN-style over the user-item graph, :data:`IMPROVED_PROPAGATION`),
+``kgat`` to the paper's (:data:`PAPER_PROPAGATION`); docs/MODEL.md says why.
 
 ====================  ==========================================================================
 ``full``              Multi-KG4Rec: Bi-Transformer fusion (both directions) + one propagated
@@ -283,8 +286,10 @@ class MultiKG4Rec(_KGMixin, Recommender):
        output at position 0 (the item itself) is the item's fused modality vector z_m(i);
     3. seed: e^{m(0)} = e_ID + g_m · W_m z_m for items, e_ID + g_m · W_m content_m for
        attribute entities that have the modality, e_ID for users;
-    4. propagation: knowledge-aware attention π (refreshed per epoch) + Bi-Interaction layers,
-       layer concatenation e^{m*};
+    4. propagation: the paper's — knowledge-aware attention π (refreshed per epoch) over the
+       collaborative KG + Bi-Interaction layers, layer concatenation e^{m*} — or ours —
+       D^-½AD^-½ over the user-item graph, mean of layers (``graph``/``aggregator``/
+       ``edge_weight``);
     5. representation: e = ‖_m e^{m*} (visual ‖ text).
     """
 
