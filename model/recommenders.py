@@ -450,6 +450,9 @@ class MultiKG4Rec(_KGMixin, Recommender):
 
     @torch.no_grad()
     def refresh(self) -> None:
+        symmetric = self.config.edge_weight == "symmetric"
+        if symmetric and self._adjacency:
+            return  # degree weights do not depend on the parameters: built once
         was = self.training
         self.eval()
         head, tail = self.edge_head, self.edge_tail
@@ -458,10 +461,14 @@ class MultiKG4Rec(_KGMixin, Recommender):
         out_head = torch.where(head < self.n_items, head,
                                head - self.n_entities + self.n_items)[out_edge]
         n_out = self.n_items + self.n_users
-        for g, seed in self.seeds().items():
-            if self.config.edge_weight == "symmetric":
-                deg = torch.bincount(head, minlength=self.n_nodes).float().clamp(min=1)
-                pi = deg[head].rsqrt() * deg[tail].rsqrt()
+        if symmetric:
+            deg = torch.bincount(head, minlength=self.n_nodes).float().clamp(min=1)
+            weight = deg[head].rsqrt() * deg[tail].rsqrt()
+        # π needs each graph's current layer-0 embeddings; the degree weights need nothing
+        seeds = dict.fromkeys(self.graphs) if symmetric else self.seeds()
+        for g, seed in seeds.items():
+            if symmetric:
+                pi = weight
             else:
                 pi = knowledge_attention(seed, head, self.relation_groups, self.transr,
                                          self.n_nodes)

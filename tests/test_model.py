@@ -145,7 +145,7 @@ def test_modality_absent_for_the_whole_dataset_degrades_to_kgat(text_only):
 
 def _step_loss(model, data, users, pos, neg, kg):
     bpr, reg = model.bpr_loss(users, pos, neg)
-    loss = bpr + 1e-4 * reg
+    loss = bpr + 1e-4 * reg + 0.01 * model.align_loss(users, pos, neg)
     if model.uses_kg:
         h, r, t, tn = kg
         loss = loss + model.kg_loss(h, r, t, tn, 1e-5)
@@ -248,3 +248,36 @@ def test_improved_propagation_ignores_kg_edges_but_reads_kg_content(data):
         model.gate["visual"].fill_(0.0)
         without_content = model()[1]
     assert not torch.allclose(before, without_content)  # content reaches the items
+
+
+def test_alignment_loss_is_an_infonce_over_the_batch(data):
+    """full: the loss is computed from the last training forward, positive and finite, and
+    it trains the content path; models without content contribute nothing."""
+    full = make("full", data).train()
+    users, pos = data.train_user[:64], data.train_item[:64]
+    neg = torch.randint(data.n_items, users.shape, generator=torch.Generator().manual_seed(0))
+    full.bpr_loss(users, pos, neg)
+    align = full.align_loss(users, pos, neg)
+    assert torch.isfinite(align) and align > 0
+    align.backward()
+    assert full.seed_map["text"].weight.grad.abs().sum() > 0
+    assert full.node_embedding.weight.grad.abs().sum() > 0
+    n_items = torch.unique(torch.cat([pos, neg])).numel()
+    # 2 graphs × (items + users) InfoNCE terms, each at most ln(batch rows) (+ slack)
+    assert align <= 2 * torch.log(torch.tensor(float(n_items))) * 1.5
+    off = make("full", data, align_weight=0.0).train()
+    off.bpr_loss(users, pos, neg)
+    assert off.align_loss(users, pos, neg) == 0
+    kgat = make("kgat", data).train()
+    kgat.bpr_loss(users, pos, neg)
+    assert kgat.align_loss(users, pos, neg) == 0
+
+
+def test_symmetric_weights_are_built_once(data):
+    model = make("full", data).eval()
+    model.refresh()
+    first = model._adjacency["text"]
+    with torch.no_grad():
+        model.node_embedding.weight.mul_(2.0)
+    model.refresh()
+    assert model._adjacency["text"] is first
