@@ -43,3 +43,14 @@ def data_dir(tmp_path, monkeypatch) -> Path:
 
 def pytest_configure(config):
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch_geometric")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Model tests on tiny tensors: a second thread only adds contention (and noise)."""
+    import torch  # here, not at the top: most tests never import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,13 +22,7 @@ from model.metrics import (
 )
 from model.synthetic import synthetic_tables
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def reference(ranking: list[int], relevant: set[int], k: int) -> dict[str, float]:

@@ -24,12 +24,7 @@ CONFIGS = ([(v, {}) for v in VARIANTS] + [(v, PAPER_PROPAGATION) for v in ("full
            + [("kgat", IMPROVED_PROPAGATION)])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: a second thread only adds contention
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

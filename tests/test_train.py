@@ -24,12 +24,7 @@ TINY = {"embed_dim": 16, "relation_dim": 8, "layer_sizes": [16, 8], "n_heads": 2
         "n_blocks": 1, "ffn_dim": 16, "batch_size": 128, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

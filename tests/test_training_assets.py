@@ -5,7 +5,6 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 import pytest
-import torch
 
 from assets.training import (
     TRAINING_ASSETS,
@@ -28,12 +27,7 @@ TINY = {"epochs": 2, "batch_size": 256, "embed_dim": 16, "relation_dim": 8,
         "layer_sizes": [16, 8], "n_heads": 2, "n_blocks": 1, "ffn_dim": 16, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_train_config_mirrors_the_trainer_settings():

@@ -74,6 +74,19 @@ class Warehouse:
         finally:
             con.close()
 
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write connection inside one transaction: committed when the block ends, rolled
+        back (and the error re-raised) when it fails, so readers never see half a write."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
     def refresh_views(self) -> list[str]:
         """(Re)create a view for every table present in the lake, plus the derived views."""
         tables = self.lake.tables()

@@ -148,36 +148,24 @@ class RunStore:
         metric_rows = metrics.reindex(columns=METRIC_COLUMNS)
         metric_rows["run_id"] = run["run_id"]
         metric_rows = metric_rows.astype({"k": "Int64", "epoch": "Int64", "value": "float64"})
-        with self.warehouse.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute("DELETE FROM metrics WHERE run_id = ?", [run["run_id"]])
-                con.execute("DELETE FROM training_runs WHERE run_id = ?", [run["run_id"]])
-                con.register("run_row", row)
-                con.execute(f"INSERT INTO training_runs ({', '.join(RUN_COLUMNS)}) "
-                            f"SELECT {', '.join(RUN_COLUMNS)} FROM run_row")
-                con.register("metric_rows", metric_rows)
-                con.execute(f"INSERT INTO metrics ({', '.join(METRIC_COLUMNS)}) "
-                            f"SELECT {', '.join(METRIC_COLUMNS)} FROM metric_rows")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        with self.warehouse.transaction() as con:
+            con.execute("DELETE FROM metrics WHERE run_id = ?", [run["run_id"]])
+            con.execute("DELETE FROM training_runs WHERE run_id = ?", [run["run_id"]])
+            con.register("run_row", row)
+            con.execute(f"INSERT INTO training_runs ({', '.join(RUN_COLUMNS)}) "
+                        f"SELECT {', '.join(RUN_COLUMNS)} FROM run_row")
+            con.register("metric_rows", metric_rows)
+            con.execute(f"INSERT INTO metrics ({', '.join(METRIC_COLUMNS)}) "
+                        f"SELECT {', '.join(METRIC_COLUMNS)} FROM metric_rows")
 
     def _replace_rows(self, table: str, run_id: str, frame: pd.DataFrame | pa.Table,
                       columns: Sequence[str]) -> int:
         self.ensure_schema()
-        with self.warehouse.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
-                con.register("new_rows", frame)
-                con.execute(f"INSERT INTO {table} ({', '.join(columns)}) "
-                            f"SELECT {', '.join(columns)} FROM new_rows")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        with self.warehouse.transaction() as con:
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            con.register("new_rows", frame)
+            con.execute(f"INSERT INTO {table} ({', '.join(columns)}) "
+                        f"SELECT {', '.join(columns)} FROM new_rows")
         return len(frame)
 
     def write_recommendations(self, run_id: str, frame: pd.DataFrame) -> int:
@@ -236,53 +224,47 @@ class RunStore:
         dataset (Table 2: over the best baseline of each metric; Tables 3–4: over w/o t&v).
         """
         self.ensure_schema()
-        with self.warehouse.connect() as con:
+        with self.warehouse.transaction() as con:
             con.register("paper_layout", self._paper_layout(con))
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute("DELETE FROM paper_tables")
-                con.execute(f"""
-                    INSERT INTO paper_tables
-                    WITH final AS (
-                        SELECT r.dataset, r.variant, r.run_id,
-                               max(m.value) FILTER (WHERE m.metric = 'recall') AS recall,
-                               max(m.value) FILTER (WHERE m.metric = 'mrr') AS mrr,
-                               max(m.value) FILTER (WHERE m.metric = 'ndcg') AS ndcg
-                        FROM latest_runs r JOIN metrics m USING (run_id)
-                        WHERE m.split = 'test' AND m.epoch IS NULL AND m.k = {PAPER_K}
-                        GROUP BY ALL
-                    ),
-                    rows AS (
-                        SELECT l.paper_table, f.dataset, l.row_order, l.row_label, l.variant,
-                               l.reference, f.run_id, f.recall, f.mrr, f.ndcg
-                        FROM paper_layout l JOIN final f USING (dataset, variant)
-                    ),
-                    baseline AS (  -- Table 2: best non-Multi-KG4Rec row per metric
-                        SELECT paper_table, dataset, max(recall) AS recall, max(mrr) AS mrr,
-                               max(ndcg) AS ndcg
-                        FROM rows WHERE paper_table = 'Table 2' AND variant <> 'full'
-                        GROUP BY ALL
-                    )
-                    SELECT r.paper_table, r.dataset, r.row_order, r.row_label, r.variant,
-                           r.run_id, r.recall, r.mrr, r.ndcg,
-                           r.recall / nullif(coalesce(b.recall, ref.recall), 0) - 1,
-                           r.mrr / nullif(coalesce(b.mrr, ref.mrr), 0) - 1,
-                           r.ndcg / nullif(coalesce(b.ndcg, ref.ndcg), 0) - 1
-                    FROM rows r
-                    LEFT JOIN baseline b ON r.reference = 'best baseline'
-                         AND b.paper_table = r.paper_table AND b.dataset = r.dataset
-                    LEFT JOIN rows ref ON ref.paper_table = r.paper_table
-                         AND ref.dataset = r.dataset AND ref.variant = r.reference
-                         AND ref.row_order = (SELECT min(row_order) FROM paper_layout p
-                                              WHERE p.paper_table = r.paper_table
-                                                AND p.dataset = r.dataset
-                                                AND p.variant = r.reference)
-                    ORDER BY r.paper_table, r.dataset, r.row_order
-                """)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            con.execute("DELETE FROM paper_tables")
+            con.execute(f"""
+                INSERT INTO paper_tables
+                WITH final AS (
+                    SELECT r.dataset, r.variant, r.run_id,
+                           max(m.value) FILTER (WHERE m.metric = 'recall') AS recall,
+                           max(m.value) FILTER (WHERE m.metric = 'mrr') AS mrr,
+                           max(m.value) FILTER (WHERE m.metric = 'ndcg') AS ndcg
+                    FROM latest_runs r JOIN metrics m USING (run_id)
+                    WHERE m.split = 'test' AND m.epoch IS NULL AND m.k = {PAPER_K}
+                    GROUP BY ALL
+                ),
+                rows AS (
+                    SELECT l.paper_table, f.dataset, l.row_order, l.row_label, l.variant,
+                           l.reference, f.run_id, f.recall, f.mrr, f.ndcg
+                    FROM paper_layout l JOIN final f USING (dataset, variant)
+                ),
+                baseline AS (  -- Table 2: best non-Multi-KG4Rec row per metric
+                    SELECT paper_table, dataset, max(recall) AS recall, max(mrr) AS mrr,
+                           max(ndcg) AS ndcg
+                    FROM rows WHERE paper_table = 'Table 2' AND variant <> 'full'
+                    GROUP BY ALL
+                )
+                SELECT r.paper_table, r.dataset, r.row_order, r.row_label, r.variant,
+                       r.run_id, r.recall, r.mrr, r.ndcg,
+                       r.recall / nullif(coalesce(b.recall, ref.recall), 0) - 1,
+                       r.mrr / nullif(coalesce(b.mrr, ref.mrr), 0) - 1,
+                       r.ndcg / nullif(coalesce(b.ndcg, ref.ndcg), 0) - 1
+                FROM rows r
+                LEFT JOIN baseline b ON r.reference = 'best baseline'
+                     AND b.paper_table = r.paper_table AND b.dataset = r.dataset
+                LEFT JOIN rows ref ON ref.paper_table = r.paper_table
+                     AND ref.dataset = r.dataset AND ref.variant = r.reference
+                     AND ref.row_order = (SELECT min(row_order) FROM paper_layout p
+                                          WHERE p.paper_table = r.paper_table
+                                            AND p.dataset = r.dataset
+                                            AND p.variant = r.reference)
+                ORDER BY r.paper_table, r.dataset, r.row_order
+            """)
         return self.paper_tables()
 
     @staticmethod
