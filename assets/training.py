@@ -73,6 +73,7 @@ class TrainConfig(dg.Config):
     segment_init: bool = Field(default=True, description="Xavier per block (items/entities/users) of the node table.")
     align_weight: float = Field(default=0.01, description="Weight of the ID-content contrastive alignment (InfoNCE).")
     align_temperature: float = Field(default=0.2, description="Temperature of the alignment InfoNCE.")
+    align_max_rows: int = Field(default=2048, description="InfoNCE over at most this many items (users) per step (a seeded sample).")
     graph: str | None = Field(default=None, description="Propagation graph: ckg (collaborative KG, paper) or interactions (user-item). Default: per variant (docs/MODEL.md).")
     aggregator: str | None = Field(default=None, description="bi: Bi-Interaction layers (paper); light: LightGCN-style mean of layers. Default: per variant.")
     edge_weight: str | None = Field(default=None, description="attention: knowledge-aware π softmax (paper); symmetric: D^-1/2 A D^-1/2. Default: per variant.")
@@ -84,6 +85,8 @@ class TrainConfig(dg.Config):
     max_users_eval: int | None = Field(default=None, description="Cap on validation users (test uses all).")
     eval_chunk: int = Field(default=2048, description="Users scored per chunk on the device.")
     max_seconds: float | None = Field(default=None, description="Training time cap (keeps the best epoch).")
+    precision: str = Field(default="auto", description="bf16 autocast: auto (CUDA with bf16), bf16 (also a CPU with native bf16), fp32.")
+    evaluate_test: bool = Field(default=True, description="Evaluate the best epoch on the test split (False: validation only, for searches).")
     resume: bool = Field(default=True, description="Continue an interrupted run with the same config.")
 
     def settings(self) -> TrainSettings:

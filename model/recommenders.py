@@ -38,6 +38,7 @@ from model.layers import (
     BiInteractionPropagation,
     BiTransformer,
     LightPropagation,
+    PackedTokens,
     RelationGroups,
     SparseMatrix,
     TransR,
@@ -97,6 +98,9 @@ class ModelConfig:
     segment_init: bool = True  # Xavier per block (items / entities / users) of the node table
     align_weight: float = 0.01  # > 0: the trainer adds the ID-content InfoNCE (align_loss)
     align_temperature: float = 0.2
+    # InfoNCE over at most this many rows per side (a seeded sample of the batch's items or
+    # users): bounds its O(rows²) cost at the large batches the paper's grid allows
+    align_max_rows: int = 2048
     # propagation (None: the variant's default, see default_propagation and MODEL.md)
     graph: str | None = None  # "ckg": the collaborative KG (paper); "interactions": user-item
     aggregator: str | None = None  # "bi": Bi-Interaction (paper); "light": LightGCN-style
@@ -376,6 +380,8 @@ class MultiKG4Rec(_KGMixin, Recommender):
                 profile = SparseMatrix(u, i, 1.0 / count[u], (data.n_users, data.n_items))
                 setattr(self, f"_{m}_profile", profile)
                 self.register_buffer(f"{m}_has", has_node, persistent=False)
+        # packed fusion (kept tokens only) in training and scoring; False: the padded reference
+        self.packed_fusion = True
         self._adjacency: dict[str, SparseMatrix] = {}
         self._views: dict[str, tuple[torch.Tensor, ...]] = {}  # last training forward
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -411,19 +417,33 @@ class MultiKG4Rec(_KGMixin, Recommender):
         return torch.cat([table[: self.n_entities], profile.to(table.dtype)])
 
     def fuse(self, contents: dict[str, torch.Tensor], need_weights: bool = False):
-        """Bi-Transformer over every item's sequence; returns z_m (n_items, d), has_z_m."""
-        x, valid = {}, {}
-        position = self.type_embedding(self.seq_type) + self.hop_embedding(self.seq_hop)
-        for m in self.modalities:
-            has = getattr(self, f"{m}_has")[self.seq_node] & self.seq_real
-            tokens = contents[m][self.seq_node]
-            tokens = torch.where(has[..., None], tokens, self.missing[m].to(tokens.dtype))
-            x[m] = tokens + position + self.modality_embedding[m]
-            valid[m] = has
-        out, weights = self.fusion(x, valid, need_weights, first_only=True)
+        """Bi-Transformer over every item's sequence; returns z_m (n_items, d), has_z_m and,
+        with ``need_weights``, the last block's attention weights (the padded reference path;
+        otherwise the packed one, equal to it: tests/test_model.py)."""
+        valid = {m: getattr(self, f"{m}_has")[self.seq_node] & self.seq_real
+                 for m in self.modalities}
         reach = torch.stack([valid[m].any(1) for m in self.modalities]).any(0)
-        z = {m: out[m][:, 0] for m in self.modalities}
-        return z, reach, weights
+        if need_weights or not self.packed_fusion:
+            x = {m: self._tokens(contents[m], m, valid[m], self.seq_node, self.seq_type,
+                                 self.seq_hop) for m in self.modalities}
+            out, weights = self.fusion(x, valid, need_weights, first_only=True)
+            return {m: out[m][:, 0] for m in self.modalities}, reach, weights
+        hidden, index = {}, {}
+        for m in self.modalities:
+            keep = PackedTokens.keep_mask(valid[m]).flatten().nonzero(as_tuple=True)[0]
+            kept = [t.flatten()[keep] for t in (valid[m], self.seq_node, self.seq_type,
+                                                 self.seq_hop)]
+            hidden[m], index[m] = self._tokens(contents[m], m, *kept), keep
+        tokens = PackedTokens(hidden, valid, index, *self.seq_node.shape)
+        return self.fusion.item_outputs(tokens), reach, {}
+
+    def _tokens(self, content: torch.Tensor, m: str, has: torch.Tensor, node: torch.Tensor,
+                kind: torch.Tensor, hop: torch.Tensor) -> torch.Tensor:
+        """Input vectors of tokens (any shape of index tensors): the node's content (the
+        learned "missing" vector where the node lacks modality m) + type + hop + modality."""
+        x = torch.where(has[..., None], content[node], self.missing[m].to(content.dtype))
+        return (x + self.type_embedding(kind) + self.hop_embedding(hop)
+                + self.modality_embedding[m])
 
     def seeds(self) -> dict[str, torch.Tensor]:
         """Layer-0 embeddings of every single-modal graph."""
@@ -507,6 +527,9 @@ class MultiKG4Rec(_KGMixin, Recommender):
             for rows, out, view, has in ((items, item_out, item_view, item_has),
                                          (batch_users, user_out, user_view, user_has)):
                 rows = rows[has[rows]]
+                if rows.numel() > self.config.align_max_rows:
+                    pick = torch.randperm(rows.numel(), device=rows.device)
+                    rows = rows[pick[: self.config.align_max_rows]]
                 if rows.numel() < 2:
                     continue
                 a = F.normalize(out[rows, :d].float(), dim=1)

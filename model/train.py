@@ -43,6 +43,7 @@ from model.recommenders import (
 
 CHECKPOINT_FORMAT = "kg4rec-checkpoint-1"
 KG_LOSS_MODES = ("joint", "alternate", "none")
+PRECISIONS = ("auto", "bf16", "fp32")
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 
 
@@ -75,6 +76,7 @@ class TrainSettings:
     segment_init: bool = True
     align_weight: float = 0.01  # weight of the ID-content contrastive alignment (MODEL.md)
     align_temperature: float = 0.2
+    align_max_rows: int = 2048
     graph: str | None = None  # None: the variant's default (model.recommenders)
     aggregator: str | None = None
     edge_weight: str | None = None
@@ -86,6 +88,12 @@ class TrainSettings:
     max_users_eval: int | None = None  # validation only; the test always uses every user
     eval_chunk: int = 2048
     max_seconds: float | None = None  # stop (keeping the best epoch) after this much training
+    # bf16 autocast for matmuls/attention: "auto" = on CUDA with bf16 support; "bf16" also on
+    # CPUs with native bf16 (AVX512-BF16/AMX); "fp32" never (see docs/MODEL.md, precision)
+    precision: str = "auto"
+    # False: stop after the best validation epoch (hyperparameter search: the test split is
+    # read only for the configuration the search chooses)
+    evaluate_test: bool = True
 
     def __post_init__(self) -> None:
         self.layer_sizes = tuple(int(s) for s in self.layer_sizes)
@@ -99,6 +107,8 @@ class TrainSettings:
             self.kg_loss = "none" if self.graph == "interactions" else "joint"
         if self.kg_loss not in KG_LOSS_MODES:
             raise ValueError(f"kg_loss must be one of {KG_LOSS_MODES}, got {self.kg_loss!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
             raise ValueError("epochs, batch_size and eval_every must be >= 1")
 
@@ -110,7 +120,8 @@ class TrainSettings:
 
     def config_hash(self) -> str:
         """Hash of everything that changes the result (not the device or the eval chunk)."""
-        keep = {k: v for k, v in self.to_dict().items() if k not in ("device", "eval_chunk")}
+        keep = {k: v for k, v in self.to_dict().items()
+                if k not in ("device", "eval_chunk", "evaluate_test")}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
@@ -152,6 +163,19 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but CUDA is not available")
     return device
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether training autocasts to bf16 (fp32 master weights and optimizer either way)."""
+    if precision == "fp32":
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if precision == "bf16":
+        if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            raise RuntimeError("precision 'bf16' asked for, but this CPU has no native bf16")
+        return True
+    return False
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -293,7 +317,7 @@ def train(
     if device.type == "cpu":  # denormal gradients of tiny embeddings slow CPU kernels ~10x
         torch.set_flush_denormal(True)
     data = data.to(device)
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    use_bf16 = uses_bf16(settings.precision, device)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     # -- model, optimizer, sampler state
@@ -329,9 +353,11 @@ def train(
             if device.type == "cuda" and "rng.cuda" in tensors:
                 torch.cuda.set_rng_state(tensors["rng.cuda"], device)
             sampler.set_state(tensors["rng.sampler"])
-            state = meta["state"]
-            state["resumed_from_epoch"] = state["epoch"]
-            log(f"resumed from {last_path} at epoch {state['epoch']}")
+            log(f"resumed from {last_path} at epoch {meta['state']['epoch']}")
+        else:  # finished: no more epochs; the best weights are evaluated below
+            log(f"{last_path}: finished run ({meta['state']['stopped']}), evaluating its best epoch")
+        state = meta["state"]
+        state["resumed_from_epoch"] = state["epoch"]
     atomic_write_json({"settings": settings.to_dict(), "config_hash": settings.config_hash(),
                        "data": data.summary(), "notes": notes}, out_dir / "config.json")
 
@@ -452,7 +478,8 @@ def train(
     model.eval()
     with torch.no_grad():
         reps = model()
-    test = evaluate(model, data, "test", chunk_users=settings.eval_chunk, representations=reps)
+    test = (evaluate(model, data, "test", chunk_users=settings.eval_chunk, representations=reps)
+            if settings.evaluate_test else {})
     best_valid = evaluate(model, data, "valid", chunk_users=settings.eval_chunk,
                           representations=reps)
     epochs_run = len(state["history"])
@@ -469,6 +496,8 @@ def train(
     atomic_write_json({"settings": settings.to_dict(), "config_hash": settings.config_hash(),
                        "data": data.summary(), "notes": notes, "result": result.to_dict()},
                       out_dir / "config.json")
-    log(f"{settings.variant}: best epoch {result.best_epoch}, test recall@20 "
-        f"{test['recall@20']:.4f} ndcg@20 {test['ndcg@20']:.4f} mrr@20 {test['mrr@20']:.4f}")
+    shown = test or best_valid
+    log(f"{settings.variant}: best epoch {result.best_epoch}, {'test' if test else 'valid'} "
+        f"recall@20 {shown['recall@20']:.4f} ndcg@20 {shown['ndcg@20']:.4f} "
+        f"mrr@20 {shown['mrr@20']:.4f}")
     return result

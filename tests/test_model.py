@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model.data import build_data, collaborative_edges
-from model.layers import BiTransformer, ModalAttention, SparseMatrix
+from model.layers import ROUTES, BiTransformer, ModalAttention, PackedTokens, SparseMatrix
 from model.recommenders import (
     IMPROVED_PROPAGATION,
     PAPER_PROPAGATION,
@@ -216,6 +216,61 @@ def test_fusion_of_position_zero_only_matches_the_whole_sequence():
         assert first[m].shape == (12, 1, 16)
         assert torch.allclose(first[m][:, 0], whole[m][:, 0], atol=1e-6)
         assert torch.allclose(first_w[m][:, 0], whole_w[m][:, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", sorted(set(ROUTES) - {"intra"}))
+def test_packed_fusion_equals_the_padded_definition(mode):
+    """`item_outputs` (kept tokens only) = `forward` at position 0, values and gradients,
+    with sequences whose own item lacks a modality and sequences with no valid key at all."""
+    torch.manual_seed(1)
+    fusion = BiTransformer(("visual", "text"), 16, 2, 32, 2, 1, 0.0, mode).eval()
+    b, length = 12, 6
+    x = {m: torch.randn(b, length, 16, requires_grad=True) for m in ("visual", "text")}
+    valid = {m: torch.rand(b, length) > 0.4 for m in x}
+    valid["visual"][0] = False  # no visual key anywhere in sequence 0
+    valid["text"][1, 0] = False  # item 1 lacks text but its neighbours have it
+    whole, _ = fusion(x, valid, first_only=True)
+    index = {m: PackedTokens.keep_mask(valid[m]).flatten().nonzero(as_tuple=True)[0]
+             for m in x}
+    assert all(len(index[m]) < b * length for m in x)  # something is really left out
+    hidden = {m: x[m].reshape(b * length, 16)[index[m]] for m in x}
+    packed = fusion.item_outputs(PackedTokens(hidden, valid, index, b, length))
+    weight = {m: torch.randn(b, 16) for m in x}
+    for m in x:
+        assert packed[m].shape == (b, 16)
+        assert torch.allclose(packed[m], whole[m][:, 0], atol=1e-5)
+    grads = {}
+    for name, out in (("padded", {m: whole[m][:, 0] for m in x}), ("packed", packed)):
+        for m in x:
+            x[m].grad = None
+        sum((out[m] * weight[m]).sum() for m in x).backward(retain_graph=True)
+        grads[name] = {m: x[m].grad.clone() for m in x}
+        params = [p.grad.clone() for p in fusion.parameters() if p.grad is not None]
+        grads[name]["params"] = params
+        fusion.zero_grad()
+    for m in x:
+        assert torch.allclose(grads["packed"][m], grads["padded"][m], atol=1e-5)
+    for a, c in zip(grads["packed"]["params"], grads["padded"]["params"], strict=True):
+        assert torch.allclose(a, c, atol=1e-5)
+
+
+def test_model_packed_fusion_equals_padded(data):
+    """The whole model (content tokens, type/hop/modality embeddings, missing vectors) gives the
+    same scores and gradients through either fusion path."""
+    model = make("full", data).eval()
+    results = []
+    for packed in (True, False):
+        model.packed_fusion = packed
+        model.zero_grad()
+        users, items = model()
+        (users.sum() + (items ** 2).sum()).backward()
+        results.append((users.detach(), items.detach(),
+                        [p.grad.clone() for p in model.fusion.parameters()]))
+    (u1, i1, g1), (u2, i2, g2) = results
+    assert torch.allclose(u1, u2, atol=1e-5) and torch.allclose(i1, i2, atol=1e-5)
+    assert any(g.abs().sum() > 0 for g in g1)
+    for a, c in zip(g1, g2, strict=True):
+        assert torch.allclose(a, c, atol=1e-4)
 
 
 def test_improved_propagation_without_modalities_is_lightgcn(data):

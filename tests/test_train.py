@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
+import model.train
 from model.data import build_data
+from model.evaluate import evaluate
 from model.recommenders import Recommender
 from model.synthetic import synthetic_tables
 from model.train import (
@@ -123,14 +125,43 @@ def test_non_finite_loss_stops_with_a_clear_error(data, tmp_path, monkeypatch):
         train(TrainSettings(variant="lightgcn", epochs=2, **TINY), data, tmp_path, log=quiet)
 
 
-def test_early_stopping_and_time_cap(data, tmp_path):
-    result = train(TrainSettings(variant="bprmf", epochs=50, patience=2, lr=0.5, **TINY),
+def test_early_stopping_keeps_the_best_epoch_and_the_time_cap_stops(data, tmp_path,
+                                                                     monkeypatch):
+    """Validation Recall@20 scripted per epoch: best at epoch 2, then two evaluations without
+    a better one → patience stops after epoch 4 and the test reads epoch 2's weights."""
+    real_evaluate = model.train.evaluate
+    scripted = iter([0.10, 0.30, 0.20, 0.25])
+
+    def evaluate(model_, data_, split, **kwargs):
+        metrics = real_evaluate(model_, data_, split, **kwargs)
+        if split == "valid" and "representations" not in kwargs:  # the per-epoch check
+            metrics["recall@20"] = next(scripted)
+        return metrics
+
+    monkeypatch.setattr(model.train, "evaluate", evaluate)
+    result = train(TrainSettings(variant="bprmf", epochs=50, patience=2, **TINY),
                    data, tmp_path / "p", log=quiet)
-    assert result.stopped in ("patience", "epochs")
-    assert result.best_epoch <= result.epochs_run
+    assert (result.stopped, result.epochs_run, result.best_epoch) == ("patience", 4, 2)
+    _, meta = load_checkpoint(tmp_path / "p" / "best.safetensors")
+    assert meta["epoch"] == 2
+    monkeypatch.setattr(model.train, "evaluate", real_evaluate)
+    best = load_model(tmp_path / "p" / "best.safetensors", data, device="cpu")
+    assert result.test == real_evaluate(best, data, "test")
+
     capped = train(TrainSettings(variant="bprmf", epochs=50, max_seconds=0.0, **TINY), data,
                    tmp_path / "t", log=quiet)
     assert capped.stopped == "time" and capped.epochs_run == 1
+
+
+def test_a_search_run_never_reads_the_test_split(data, tmp_path, monkeypatch):
+    real_evaluate = model.train.evaluate
+    splits = []
+    monkeypatch.setattr(model.train, "evaluate",
+                        lambda m, d, split, **kw: splits.append(split) or real_evaluate(
+                            m, d, split, **kw))
+    result = train(TrainSettings(variant="bprmf", epochs=2, evaluate_test=False, **TINY),
+                   data, tmp_path, log=quiet)
+    assert result.test == {} and "test" not in splits and result.best_valid["recall@20"] > 0
 
 
 def test_alternate_kg_schedule_and_eval_every(data, tmp_path):
@@ -139,4 +170,5 @@ def test_alternate_kg_schedule_and_eval_every(data, tmp_path):
     evaluated = [r["epoch"] for r in result.history if "valid/recall@20" in r]
     assert evaluated == [2, 3]  # every 2nd epoch and the last one
     assert all(r["kg"] > 0 for r in result.history)
-    assert 0 <= result.test["recall@20"] <= 1
+    best = load_model(tmp_path / "best.safetensors", data, device="cpu")
+    assert result.test == evaluate(best, data, "test")  # the test reads the best epoch

@@ -55,7 +55,12 @@ def test_every_variant_through_the_assets(tmp_path):
         assert set(meta) == {"trained_model", "training_runs", "metrics"}
         model_meta = meta["trained_model"]
         assert model_meta["variant"].value == variant
-        assert 0.0 <= model_meta["test/recall@20"].value <= 1.0
+        # the metadata shows what the warehouse holds for this run (test, best epoch)
+        run_id = model_meta["run_id"].value
+        stored = RunStore(Warehouse(tmp_path / "warehouse.duckdb", lake)).final_metrics(run_id)
+        stored = stored[(stored["split"] == "test") & (stored["metric"] == "recall")
+                        & (stored["k"] == 20)]["value"]
+        assert model_meta["test/recall@20"].value == pytest.approx(float(stored.iloc[0]))
         assert "data:image/png;base64" in model_meta["curves"].value
         assert model_meta["device"].value == "cpu"
 

@@ -18,11 +18,16 @@ Tables (key columns are the project contract, more columns are welcome)
 * ``paper_tables(paper_table, dataset, row_order, row_label, variant, run_id, recall, mrr,
   ndcg, improvement_recall, improvement_mrr, improvement_ndcg)`` — Tables 2–4 over the
   latest run of every dataset × variant, rebuilt by :meth:`RunStore.rebuild_paper_tables`.
-* view ``latest_runs`` — the latest finished run per (dataset, variant).
+* ``tuning_trials(study, dataset, variant, trial, run_id, config_hash, params_json,
+  valid_recall, valid_ndcg, best_epoch, seconds, chosen)`` — hyperparameter-search trials
+  (bench/tune.py), scored on validation only; ``chosen`` marks each study's winner.
+* view ``latest_runs`` — the latest finished run per (dataset, variant) that reports a test
+  result (search trials are left out).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import pandas as pd
@@ -92,11 +97,28 @@ SCHEMA = [
         improvement_ndcg DOUBLE
     )""",
     """
+    CREATE TABLE IF NOT EXISTS tuning_trials (
+        study VARCHAR NOT NULL,
+        dataset VARCHAR NOT NULL,
+        variant VARCHAR NOT NULL,
+        trial INTEGER,
+        run_id VARCHAR,
+        config_hash VARCHAR NOT NULL,
+        params_json VARCHAR,
+        valid_recall DOUBLE,
+        valid_ndcg DOUBLE,
+        best_epoch INTEGER,
+        seconds DOUBLE,
+        chosen BOOLEAN DEFAULT false
+    )""",
+    # search trials (source 'tune') are evaluated on validation only: the paper tables and
+    # "latest run" read the runs that report a test result
+    """
     CREATE OR REPLACE VIEW latest_runs AS
     SELECT * EXCLUDE (rn) FROM (
         SELECT *, row_number() OVER (PARTITION BY dataset, variant
                                      ORDER BY finished_at DESC, run_id DESC) AS rn
-        FROM training_runs)
+        FROM training_runs WHERE coalesce(source, '') <> 'tune')
     WHERE rn = 1
     """,
 ]
@@ -157,6 +179,26 @@ class RunStore:
             con.register("metric_rows", metric_rows)
             con.execute(f"INSERT INTO metrics ({', '.join(METRIC_COLUMNS)}) "
                         f"SELECT {', '.join(METRIC_COLUMNS)} FROM metric_rows")
+
+    def record_trial(self, trial: dict) -> None:
+        """One hyperparameter-search trial (bench/tune.py), validation scores only."""
+        self.ensure_schema()
+        with self.warehouse.transaction() as con:
+            con.execute(
+                "INSERT INTO tuning_trials (study, dataset, variant, trial, run_id, config_hash, "
+                "params_json, valid_recall, valid_ndcg, best_epoch, seconds) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [trial["study"], trial["dataset"], trial["variant"], trial["trial"],
+                 trial["run_id"], trial["config_hash"], json.dumps(trial["params"]),
+                 trial["valid"]["recall@20"], trial["valid"]["ndcg@20"], trial["best_epoch"],
+                 trial["seconds"]])
+
+    def mark_chosen(self, study: str, dataset: str, config_hash: str) -> None:
+        """The study's chosen configuration: the one row with ``chosen``."""
+        self.ensure_schema()
+        with self.warehouse.transaction() as con:
+            con.execute("UPDATE tuning_trials SET chosen = (config_hash = ?) "
+                        "WHERE study = ? AND dataset = ?", [config_hash, study, dataset])
 
     def _replace_rows(self, table: str, run_id: str, frame: pd.DataFrame | pa.Table,
                       columns: Sequence[str]) -> int:

@@ -1,0 +1,220 @@
+"""Hyperparameter search on the validation split; the test split is read once, for the winner.
+
+Usage::
+
+    python bench/tune.py --dataset ml-100k --variant lightgcn \\
+        --grid lr=1e-3,5e-3,1e-2 --grid batch_size=1024,2048 [--budget 8] [--seed 0] \\
+        [--set epochs=200 --set patience=10] [--threads 1] [--no-test]
+
+Protocol (docs/MODEL.md, "How choices are made"):
+
+* the search space is the cartesian product of the ``--grid`` axes; when it is larger than
+  ``--budget`` a seeded random subset of ``--budget`` configurations is tried (same seed, same
+  subset), so every variant gets the same, documented number of trainings;
+* every trial trains with ``evaluate_test=False`` and early-stops on validation Recall@20; its
+  settings, validation metrics and timings are appended to the trial ledger
+  ``bench/results/tuning/<dataset>.jsonl`` (committed: the evidence for every default) and,
+  unless ``--no-warehouse``, to the warehouse (``training_runs`` source ``tune`` and the
+  ``tuning_trials`` table);
+* the configuration with the best validation Recall@20 is chosen; only then, unless
+  ``--no-test``, its best checkpoint is evaluated on the test split — once — and recorded as a
+  normal run (source ``tuned``), which the paper tables read.
+
+Trials already in the ledger with the same settings hash are not trained again, so a search
+interrupted by the end of a session continues where it stopped (checkpoints resume too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere, without installing the project
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from model.data import build_data, read_lake_tables  # noqa: E402
+from model.recommenders import VARIANTS  # noqa: E402
+from model.report import code_version, metric_rows, new_run_id, run_row  # noqa: E402
+from model.train import TrainSettings, train  # noqa: E402
+
+LEDGER_DIR = ROOT / "bench" / "results" / "tuning"
+
+
+def parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_grid(axes: list[str]) -> dict[str, list]:
+    """``["lr=1e-3,5e-3", "batch_size=1024"]`` → ``{"lr": [0.001, 0.005], ...}``."""
+    grid: dict[str, list] = {}
+    for axis in axes:
+        name, sep, values = axis.partition("=")
+        if not sep or not values:
+            raise ValueError(f"--grid {axis!r}: expected NAME=V1,V2,...")
+        if name not in TrainSettings.__dataclass_fields__:
+            raise ValueError(f"--grid {axis!r}: {name!r} is not a training setting")
+        grid[name] = [parse_value(v) for v in values.split(",")]
+    return grid
+
+
+def candidates(grid: dict[str, list], budget: int, seed: int) -> list[dict]:
+    """The whole grid when it fits the budget, else a seeded random subset of it."""
+    names = sorted(grid)
+    every = [dict(zip(names, combo, strict=True))
+             for combo in itertools.product(*(grid[n] for n in names))]
+    if len(every) <= budget:
+        return every
+    return random.Random(seed).sample(every, budget)
+
+
+def read_ledger(path: Path) -> dict[str, dict]:
+    """Finished trials by settings hash (the last record of a hash wins)."""
+    trials: dict[str, dict] = {}
+    if path.is_file():
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not a JSON line ({exc})") from exc
+            trials[record["config_hash"]] = record
+    return trials
+
+
+def append_ledger(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def choose(trials: list[dict]) -> dict:
+    """Best validation Recall@20; ties go to the cheaper (fewer seconds) trial."""
+    return max(trials, key=lambda t: (t["valid"]["recall@20"], -t["seconds"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="lake partition, e.g. ml-100k")
+    parser.add_argument("--variant", required=True, choices=VARIANTS)
+    parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...")
+    parser.add_argument("--budget", type=int, default=8, help="most configurations trained")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random subset")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="fixed setting for every trial (also part of the study)")
+    parser.add_argument("--study", default=None,
+                        help="name of the study (default: <variant>); trials are grouped by it")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", default=None, help="default $KG4REC_DATA_DIR or ./data")
+    parser.add_argument("--ledger", default=None, help="default bench/results/tuning/<dataset>.jsonl")
+    parser.add_argument("--no-test", action="store_true", help="choose, but do not test")
+    parser.add_argument("--no-warehouse", action="store_true", help="do not record the runs")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    try:
+        grid = parse_grid(args.grid)
+    except ValueError as exc:
+        parser.error(str(exc))
+    fixed = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    study = args.study or args.variant
+    configs = candidates(grid, args.budget, args.seed)
+    print(f"{study}: {len(configs)} configuration(s) of a grid of "
+          f"{len(list(itertools.product(*grid.values())))} (budget {args.budget})", flush=True)
+
+    data_dir = Path(args.data_dir or os.environ.get("KG4REC_DATA_DIR", "data")).absolute()
+    try:
+        data = build_data(read_lake_tables(data_dir, args.dataset))
+    except FileNotFoundError as exc:
+        print(f"error: the lake tables are missing: {exc}", file=sys.stderr)
+        return 2
+    ledger = Path(args.ledger) if args.ledger else LEDGER_DIR / f"{args.dataset}.jsonl"
+    done = read_ledger(ledger)
+    store = None
+    if not args.no_warehouse:
+        from warehouse import Lake, Warehouse  # DuckDB only where the runs are recorded
+        from warehouse.runs import RunStore
+
+        store = RunStore(Warehouse(data_dir / "warehouse.duckdb", Lake(data_dir)))
+    out_root = data_dir / "models" / "tune" / args.dataset / args.variant
+
+    trials = []
+    for number, params in enumerate(configs, 1):
+        settings = TrainSettings.from_dict(
+            {**fixed, **params, "variant": args.variant, "evaluate_test": False})
+        key = settings.config_hash()
+        if key in done:
+            print(f"trial {number}: {params} already in {ledger.name}: "
+                  f"valid recall@20 {done[key]['valid']['recall@20']:.4f}", flush=True)
+            trials.append(done[key])
+            continue
+        print(f"trial {number}/{len(configs)}: {params}", flush=True)
+        result = train(settings, data, out_root / key, resume=True,
+                       log=lambda m: print(m, flush=True))
+        record = {"study": study, "dataset": args.dataset, "variant": args.variant,
+                  "trial": number, "params": params, "fixed": fixed, "config_hash": key,
+                  "settings": result.settings, "valid": result.best_valid,
+                  "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                  "stopped": result.stopped, "seconds": result.total_seconds,
+                  "seconds_per_epoch": result.seconds_per_epoch, "device": result.device,
+                  "threads": args.threads, "code_version": code_version(),
+                  "grid": grid, "budget": args.budget, "seed": args.seed,
+                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        append_ledger(ledger, record)
+        if store is not None:
+            run_id = new_run_id(args.dataset, args.variant, key)
+            store.record_run(run_row(run_id, args.dataset, result, source="tune"),
+                             metric_rows(result))
+            store.record_trial({**record, "run_id": run_id})
+        trials.append(record)
+
+    print(f"\n{study} on {args.dataset} (validation, full ranking)")
+    print("| trial | " + " | ".join(sorted(grid)) + " | valid recall@20 | ndcg@20 | "
+          "best epoch | stopped | s/epoch |")
+    print("| --- |" + " --- |" * (len(grid) + 5))
+    for t in trials:
+        cells = " | ".join(str(t["params"].get(n)) for n in sorted(grid))
+        print(f"| {t['trial']} | {cells} | {t['valid']['recall@20']:.4f} | "
+              f"{t['valid']['ndcg@20']:.4f} | {t['best_epoch']} | {t['stopped']} | "
+              f"{t['seconds_per_epoch']:.1f} |")
+    chosen = choose(trials)
+    print(f"chosen on validation: trial {chosen['trial']} {chosen['params']}", flush=True)
+    if store is not None:
+        store.mark_chosen(study, args.dataset, chosen["config_hash"])
+    if args.no_test:
+        return 0
+
+    # the one test evaluation: resume the chosen trial (finished: its loop is skipped), load its
+    # best epoch and evaluate the test split
+    settings = TrainSettings.from_dict(chosen["settings"] | {"evaluate_test": True})
+    result = train(settings, data, out_root / chosen["config_hash"], resume=True,
+                   log=lambda m: print(m, flush=True))
+    record = {**chosen, "test": result.test, "tested_at":
+              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "chosen": True}
+    append_ledger(ledger, record)
+    if store is not None:
+        run_id = new_run_id(args.dataset, args.variant, chosen["config_hash"])
+        store.record_run(run_row(run_id, args.dataset, result, source="tuned"),
+                         metric_rows(result))
+        store.rebuild_paper_tables()
+    t = result.test
+    print(f"test (once, chosen configuration): recall@20 {t['recall@20']:.4f} "
+          f"ndcg@20 {t['ndcg@20']:.4f} mrr@20 {t['mrr@20']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

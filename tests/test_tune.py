@@ -1,0 +1,94 @@
+"""bench/tune.py: validation chooses among the trials, the test split is read once."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+import model.train
+from model.synthetic import synthetic_tables
+from warehouse import Lake, Warehouse
+from warehouse.runs import RunStore
+
+DATASET = "ml-100k"
+TINY = {"epochs": 2, "batch_size": 256, "embed_dim": 16, "relation_dim": 8,
+        "layer_sizes": [16, 8], "device": "cpu"}
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _tune():
+    path = Path(__file__).resolve().parents[1] / "bench" / "tune.py"
+    spec = importlib.util.spec_from_file_location("bench_tune", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_candidates_are_the_grid_or_a_seeded_subset():
+    tune = _tune()
+    grid = tune.parse_grid(["lr=1e-3,5e-3,1e-2", "batch_size=1024,2048"])
+    assert grid == {"lr": [1e-3, 5e-3, 1e-2], "batch_size": [1024, 2048]}
+    assert len(tune.candidates(grid, 8, seed=0)) == 6
+    subset = tune.candidates(grid, 4, seed=0)
+    assert len(subset) == 4 and len({json.dumps(c, sort_keys=True) for c in subset}) == 4
+    assert subset == tune.candidates(grid, 4, seed=0) != tune.candidates(grid, 4, seed=1)
+    with pytest.raises(ValueError, match="not a training setting"):
+        tune.parse_grid(["learning_rate=1"])
+
+
+def test_ledger_names_the_bad_line(tmp_path):
+    ledger = tmp_path / "t.jsonl"
+    ledger.write_text('{"config_hash": "a"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"t.jsonl:2"):
+        _tune().read_ledger(ledger)
+
+
+def test_search_reads_test_once_for_the_validation_winner(tmp_path, monkeypatch, capsys):
+    lake = Lake(tmp_path)
+    for name, table in synthetic_tables(n_users=30, n_items=120, n_pairs=900, n_attributes=5,
+                                        n_triples=30, sequence_length=5, seed=4).items():
+        lake.write(DATASET, name, table)
+    splits = []
+    real_evaluate = model.train.evaluate
+
+    def counting_evaluate(model_, data, split, **kwargs):
+        splits.append(split)
+        return real_evaluate(model_, data, split, **kwargs)
+
+    monkeypatch.setattr(model.train, "evaluate", counting_evaluate)
+    ledger = tmp_path / "ledger.jsonl"
+    args = ["--dataset", DATASET, "--variant", "lightgcn", "--data-dir", str(tmp_path),
+            "--ledger", str(ledger), "--grid", "lr=0.0001,0.05", "--budget", "2"]
+    for key, value in TINY.items():
+        args += ["--set", f"{key}={json.dumps(value).replace(' ', '')}"]
+    assert _tune().main(args) == 0
+    assert splits.count("test") == 1  # two trials, one test evaluation
+
+    records = [json.loads(line) for line in ledger.read_text().splitlines()]
+    trials, final = records[:2], records[2]
+    scores = [t["valid"]["recall@20"] for t in trials]
+    assert len(set(scores)) == 2 and max(scores) < 1  # a real choice
+    best = max(trials, key=lambda t: t["valid"]["recall@20"])
+    assert final["chosen"] and final["config_hash"] == best["config_hash"]
+    assert "test" in final and all("test" not in t for t in trials)
+
+    store = RunStore(Warehouse(tmp_path / "warehouse.duckdb", lake))
+    rows = store.warehouse.query(
+        "SELECT config_hash, chosen, valid_recall FROM tuning_trials ORDER BY trial").to_pylist()
+    assert [r["chosen"] for r in rows].count(True) == 1
+    assert next(r for r in rows if r["chosen"])["config_hash"] == best["config_hash"]
+    sources = store.warehouse.query(
+        "SELECT source, count(*) AS n FROM training_runs GROUP BY 1 ORDER BY 1").to_pylist()
+    assert sources == [{"source": "tune", "n": 2}, {"source": "tuned", "n": 1}]
+    latest = store.latest_runs()
+    assert len(latest) == 1  # the search trials are not "runs with a result"
+
+    # a second call trains nothing: every trial is in the ledger, the winner is re-tested
+    splits.clear()
+    assert _tune().main(args) == 0
+    assert "already in ledger.jsonl" in capsys.readouterr().out
+    assert splits == ["test", "valid"]
