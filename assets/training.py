@@ -35,7 +35,7 @@ from model.report import (
     recommendation_frame,
     run_row,
 )
-from model.train import KG_LOSS_MODES, TrainSettings, load_model, train
+from model.train import KG_LOSS_MODES, PRESETS, TrainSettings, load_model, train
 from pipeline.partitions import dataset_partitions
 from pipeline.resources import LakeResource, WarehouseResource
 from warehouse.runs import RunStore
@@ -50,6 +50,7 @@ class TrainConfig(dg.Config):
     """Stage 6 — one training run (defaults: the paper's settings where it gives them)."""
 
     variant: str = Field(default="full", description=f"One of {list(VARIANTS)}.")
+    preset: str | None = Field(default=None, description=f"Named bundle of settings, one of {sorted(PRESETS)}: 'paper' = the published model without our additions (docs/MODEL.md). Fields set to non-default values win.")
     epochs: int = Field(default=200, description="Maximum epochs (each covers every train pair).")
     batch_size: int = Field(default=2048, description="BPR triples per step (paper grid: 1024/5120/10240).")
     lr: float = Field(default=5e-3, description="Adam learning rate (paper grid 1e-4 … 1e-2).")

@@ -47,11 +47,29 @@ PRECISIONS = ("auto", "bf16", "fp32")
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 
 
+#: ``preset: paper`` — the paper's model as published (section 4.2, Table 1 settings) with
+#: none of our additions: KGAT's propagation (knowledge-aware attention π + Bi-Interaction over
+#: the collaborative KG, Xavier-initialised W₁/W₂, no per-layer normalisation in the equations),
+#: outputs 64/32/16 concatenated, L_KG (TransR) trained jointly, a 3-block × 8-head
+#: Bi-Transformer, one Xavier table for all node ids, and no ID–content alignment loss. What the
+#: paper leaves open keeps the reading of docs/MODEL.md ("Ambiguities"): the content gate g_m,
+#: the type/hop position embeddings and the intra-modal layer.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"graph": "ckg", "aggregator": "bi", "edge_weight": "attention",
+              "aggregator_init": "xavier", "normalize_layers": False, "segment_init": False,
+              "embed_dim": 64, "relation_dim": 64, "layer_sizes": (64, 32, 16),
+              "kg_loss": "joint", "n_blocks": 3, "n_heads": 8, "intra_layers": 1,
+              "align_weight": 0.0, "mess_dropout": 0.1},
+}
+
+
 @dataclass
 class TrainSettings:
     """Every knob of one training run (the Dagster ``TrainConfig`` mirrors these fields)."""
 
     variant: str = "full"
+    # a named bundle of settings (PRESETS); a field given a non-default value wins over it
+    preset: str | None = None
     epochs: int = 200
     batch_size: int = 2048
     lr: float = 5e-3
@@ -97,6 +115,14 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         self.layer_sizes = tuple(int(s) for s in self.layer_sizes)
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+            defaults = {f.name: f.default for f in fields(self)}
+            for name, value in PRESETS[self.preset].items():
+                if getattr(self, name) == defaults[name]:
+                    setattr(self, name, value)
+            self.layer_sizes = tuple(int(s) for s in self.layer_sizes)
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         # resolve the variant's defaults so that hashes and checkpoints name real values

@@ -172,3 +172,25 @@ def test_alternate_kg_schedule_and_eval_every(data, tmp_path):
     assert all(r["kg"] > 0 for r in result.history)
     best = load_model(tmp_path / "best.safetensors", data, device="cpu")
     assert result.test == evaluate(best, data, "test")  # the test reads the best epoch
+
+
+def test_paper_preset_is_the_published_model_and_explicit_settings_win(data, tmp_path):
+    paper = TrainSettings(variant="full", preset="paper")
+    assert (paper.graph, paper.aggregator, paper.edge_weight) == ("ckg", "bi", "attention")
+    assert paper.aggregator_init == "xavier" and not paper.segment_init
+    assert paper.kg_loss == "joint" and paper.align_weight == 0.0
+    assert (paper.layer_sizes, paper.n_blocks, paper.n_heads) == ((64, 32, 16), 3, 8)
+    assert TrainSettings(variant="full", preset="paper", align_weight=0.05).align_weight == 0.05
+    assert TrainSettings.from_dict(paper.to_dict()) == paper  # stored settings round-trip
+    assert paper.config_hash() != TrainSettings(variant="full").config_hash()
+    with pytest.raises(ValueError, match="preset must be one of"):
+        TrainSettings(preset="papers")
+
+    from model.layers import BiInteractionPropagation
+
+    settings = TrainSettings(variant="full", preset="paper", epochs=1, **TINY)
+    result = train(settings, data, tmp_path, log=quiet)
+    assert result.history[0]["kg"] > 0  # L_KG trained jointly
+    model = load_model(tmp_path / "best.safetensors", data, device="cpu")
+    assert all(isinstance(p, BiInteractionPropagation) for p in model.propagation.values())
+    assert model.config.align_weight == 0.0 and model.config.edge_weight == "attention"
