@@ -140,16 +140,38 @@ def _curves_figure(history: list[dict], title: str):
 
 
 def _metrics_markdown(test: dict, valid: dict) -> dg.MetadataValue:
-    names = sorted({k.split("@")[0] for k in test if "@" in k})
-    ks = sorted({int(k.split("@")[1]) for k in test if "@" in k})
-    lines = ["| metric | " + " | ".join(f"test @{k}" for k in ks) + " | "
-             + " | ".join(f"valid @{k}" for k in ks) + " |",
-             "| --- |" + " --- |" * (2 * len(ks))]
+    names = sorted({k.split("@")[0] for k in valid if "@" in k})
+    ks = sorted({int(k.split("@")[1]) for k in valid if "@" in k})
+    splits = [("test", test)] * bool(test) + [("valid", valid)]
+    lines = ["| metric | " + " | ".join(f"{s} @{k}" for s, _ in splits for k in ks) + " |",
+             "| --- |" + " --- |" * (len(splits) * len(ks))]
     for name in names:
-        cells = [f"{test[f'{name}@{k}']:.4f}" for k in ks] + [f"{valid[f'{name}@{k}']:.4f}"
-                                                            for k in ks]
+        cells = [f"{values[f'{name}@{k}']:.4f}" for _, values in splits for k in ks]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def _slices_markdown(slices: dict[str, dict[str, float]], split: str) -> dg.MetadataValue:
+    lines = [f"| slice ({split}) | users | recall@20 | ndcg@20 | mrr@20 |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, m in slices.items():
+        lines.append(f"| {name} | {int(m['users'])} | {m['recall@20']:.4f} | "
+                     f"{m['ndcg@20']:.4f} | {m['mrr@20']:.4f} |")
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def _slices_figure(slices: dict[str, dict[str, float]], title: str):
+    names = list(slices)
+    figure, axis = plt.subplots(figsize=(7, 3))
+    width = 0.4
+    for offset, metric in ((-width / 2, "recall@20"), (width / 2, "ndcg@20")):
+        axis.bar([i + offset for i in range(len(names))], [slices[n][metric] for n in names],
+                 width, label=metric)
+    axis.set_xticks(range(len(names)), names, rotation=20)
+    axis.set_title(title)
+    axis.legend()
+    figure.tight_layout()
+    return figure
 
 
 @dg.multi_asset(
@@ -213,8 +235,15 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainConfig, lake: 
     )
     yield dg.MaterializeResult(asset_key="training_runs",
                                metadata={"run_id": run_id, **table_metadata(pd.DataFrame([run]))})
-    yield dg.MaterializeResult(asset_key="metrics",
-                               metadata={"run_id": run_id, **table_metadata(rows, sample_rows=10)})
+    split = "test" if "test" in result.slices else "valid"
+    slices = result.slices[split]
+    figure = _slices_figure(slices, f"{dataset} — {settings.variant}: {split} by slice")
+    yield dg.MaterializeResult(asset_key="metrics", metadata={
+        "run_id": run_id, **table_metadata(rows, sample_rows=10),
+        "slices": _slices_markdown(slices, split),
+        "slices_chart": png_markdown(figure, "Recall/NDCG@20 per popularity and activity slice"),
+    })
+    plt.close(figure)
 
 
 def _pick_run(store: RunStore, dataset: str, variant: str | None, fusion_only: bool = False

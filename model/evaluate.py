@@ -64,15 +64,10 @@ def rank_top_k(user_repr: torch.Tensor, item_repr: torch.Tensor, users: torch.Te
     return top.indices, top.values
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, data: RecData, split: str = "valid", ks=KS,
-             chunk_users: int = 2048, max_users: int | None = None, seed: int = 0,
-             representations: tuple[torch.Tensor, torch.Tensor] | None = None
-             ) -> dict[str, float]:
-    """Mean metrics over the users of ``split`` ("valid" or "test") with held-out items.
-
-    ``representations`` lets the caller reuse one forward pass for several splits.
-    """
+def _ranked_chunks(model: torch.nn.Module, data: RecData, split: str, k: int,
+                   chunk_users: int, max_users: int | None, seed: int,
+                   representations: tuple[torch.Tensor, torch.Tensor] | None):
+    """Yield (users, top-k items, held-out matrix) per user chunk of ``split``."""
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
     was = model.training
@@ -83,19 +78,84 @@ def evaluate(model: torch.nn.Module, data: RecData, split: str = "valid", ks=KS,
     exclude = PairIndex(data.n_users, *_pairs(data, excluded))
     truth = PairIndex(data.n_users, *_pairs(data, (split,)))
     users = eval_users(data, split, max_users, seed)
-    k_max = max(ks)
-    sums: dict[str, float] = {}
     for lo in range(0, users.numel(), chunk_users):
         chunk = users[lo: lo + chunk_users]
-        top, _ = rank_top_k(user_repr, item_repr, chunk, exclude, k_max)
+        top, _ = rank_top_k(user_repr, item_repr, chunk, exclude, k)
         relevant = torch.zeros(chunk.numel(), data.n_items, dtype=torch.bool, device=top.device)
         row, col = truth.rows_cols(chunk)
         relevant[row, col] = True
-        hits = relevant.gather(1, top)
-        part = metric_sums(hits, truth.count(chunk), ks)
-        for key, value in part.items():
-            sums[key] = sums.get(key, 0.0) + value
+        yield chunk, top, relevant
+
+
+def _accumulate(sums: dict[str, float], part: dict[str, float]) -> None:
+    for key, value in part.items():
+        sums[key] = sums.get(key, 0.0) + value
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: RecData, split: str = "valid", ks=KS,
+             chunk_users: int = 2048, max_users: int | None = None, seed: int = 0,
+             representations: tuple[torch.Tensor, torch.Tensor] | None = None
+             ) -> dict[str, float]:
+    """Mean metrics over the users of ``split`` ("valid" or "test") with held-out items.
+
+    ``representations`` lets the caller reuse one forward pass for several splits.
+    """
+    sums: dict[str, float] = {}
+    for _, top, relevant in _ranked_chunks(model, data, split, max(ks), chunk_users,
+                                           max_users, seed, representations):
+        _accumulate(sums, metric_sums(relevant.gather(1, top), relevant.sum(1), ks))
     return summarize(sums)
+
+
+#: Share of items (the most popular by TRAIN interactions) in the "items:head" slice.
+HEAD_SHARE = 0.2
+
+
+def slice_groups(data: RecData) -> tuple[torch.Tensor, torch.Tensor]:
+    """(head item mask (n_items,), user activity quartile 1..4 (n_users,)).
+
+    Head = the 20 % most interacted items of TRAIN (ties broken by item id); quartiles of the
+    users' TRAIN interaction counts, 1 = least active (users without train pairs are in 1).
+    """
+    item_count = torch.bincount(data.train_item, minlength=data.n_items)
+    order = torch.sort(item_count, descending=True, stable=True).indices
+    head = torch.zeros(data.n_items, dtype=torch.bool, device=item_count.device)
+    head[order[: max(1, round(HEAD_SHARE * data.n_items))]] = True
+    user_count = torch.bincount(data.train_user, minlength=data.n_users).double()
+    bounds = torch.quantile(user_count, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64,
+                                                     device=user_count.device))
+    quartile = torch.bucketize(user_count, bounds, right=True) + 1
+    return head, quartile
+
+
+@torch.no_grad()
+def evaluate_slices(model: torch.nn.Module, data: RecData, split: str = "test", ks=KS,
+                    chunk_users: int = 2048,
+                    representations: tuple[torch.Tensor, torch.Tensor] | None = None
+                    ) -> dict[str, dict[str, float]]:
+    """Metrics of the same full ranking restricted to slices, one pass.
+
+    ``items:head`` / ``items:tail``: only the held-out items among the head (tail) items count
+    as relevant — Recall@k is then "what share of a user's held-out tail items reached the top
+    k" — averaged over users with at least one such item; ``users:q1`` … ``users:q4``: the
+    users of each TRAIN-activity quartile. ``all`` equals :func:`evaluate`.
+    """
+    head, quartile = slice_groups(data)
+    sums: dict[str, dict[str, float]] = {}
+    for chunk, top, relevant in _ranked_chunks(model, data, split, max(ks), chunk_users,
+                                               None, 0, representations):
+        groups = {"all": relevant,
+                  "items:head": relevant & head[None, :],
+                  "items:tail": relevant & ~head[None, :]}
+        for name, rel in groups.items():
+            _accumulate(sums.setdefault(name, {}), metric_sums(rel.gather(1, top), rel.sum(1), ks))
+        hits, count = relevant.gather(1, top), relevant.sum(1)
+        for q in range(1, 5):
+            rows = quartile[chunk] == q
+            _accumulate(sums.setdefault(f"users:q{q}", {}),
+                        metric_sums(hits[rows], count[rows], ks))
+    return {name: summarize(values) for name, values in sums.items()}
 
 
 @torch.no_grad()

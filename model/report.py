@@ -49,7 +49,8 @@ def _split_metric(name: str) -> tuple[str, int | None]:
 
 
 def metric_rows(result: TrainResult) -> pd.DataFrame:
-    """Final test/valid metrics (epoch NULL) and the per-epoch curves (train losses, valid)."""
+    """Final test/valid metrics (epoch NULL; ``slice`` "all" and the popularity/activity
+    slices) and the per-epoch curves (train losses, valid)."""
     rows = []
     for split, values in (("test", result.test), ("valid", result.best_valid)):
         for name, value in values.items():
@@ -57,18 +58,26 @@ def metric_rows(result: TrainResult) -> pd.DataFrame:
                 continue
             metric, k = _split_metric(name)
             rows.append({"split": split, "metric": metric, "k": k, "value": float(value),
-                         "epoch": None})
+                         "epoch": None, "slice": "all"})
+    for split, slices in result.slices.items():
+        for slice_name, values in slices.items():
+            if slice_name == "all":
+                continue  # the rows above
+            for name, value in values.items():
+                metric, k = _split_metric(name)  # "users": how many users the slice holds
+                rows.append({"split": split, "metric": metric, "k": k, "value": float(value),
+                             "epoch": None, "slice": slice_name})
     for record in result.history:
         epoch = int(record["epoch"])
         for name in ("loss", "bpr", "reg", "kg", "seconds"):
             rows.append({"split": "train", "metric": name, "k": None,
-                         "value": float(record[name]), "epoch": epoch})
+                         "value": float(record[name]), "epoch": epoch, "slice": "all"})
         for name, value in record.items():
             if name.startswith("valid/"):
                 metric, k = _split_metric(name[6:])
                 rows.append({"split": "valid", "metric": metric, "k": k, "value": float(value),
-                             "epoch": epoch})
-    frame = pd.DataFrame(rows, columns=["split", "metric", "k", "value", "epoch"])
+                             "epoch": epoch, "slice": "all"})
+    frame = pd.DataFrame(rows, columns=["split", "metric", "k", "value", "epoch", "slice"])
     return frame.astype({"k": "Int64", "epoch": "Int64"})
 
 

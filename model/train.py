@@ -32,7 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from model.data import RecData
-from model.evaluate import evaluate
+from model.evaluate import evaluate, evaluate_slices
 from model.recommenders import (
     VARIANTS,
     ModelConfig,
@@ -174,6 +174,8 @@ class TrainResult:
     n_parameters: int
     checkpoint_path: str
     notes: list[str] = field(default_factory=list)
+    # split → slice ("all", "items:head", "items:tail", "users:q1".."q4") → metrics
+    slices: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -508,6 +510,10 @@ def train(
             if settings.evaluate_test else {})
     best_valid = evaluate(model, data, "valid", chunk_users=settings.eval_chunk,
                           representations=reps)
+    # popularity and activity slices of the same ranking (docs/MODEL.md, "Slices")
+    slices = {split: evaluate_slices(model, data, split, chunk_users=settings.eval_chunk,
+                                     representations=reps)
+              for split in (("valid", "test") if settings.evaluate_test else ("valid",))}
     epochs_run = len(state["history"])
     result = TrainResult(
         settings=settings.to_dict(), config_hash=settings.config_hash(), device=str(device),
@@ -518,6 +524,7 @@ def train(
         total_seconds=time.perf_counter() - started, epochs_run=epochs_run,
         stopped=state["stopped"], resumed_from_epoch=state["resumed_from_epoch"],
         n_parameters=n_parameters, checkpoint_path=str(best_path), notes=notes,
+        slices=slices,
     )
     atomic_write_json({"settings": settings.to_dict(), "config_hash": settings.config_hash(),
                        "data": data.summary(), "notes": notes, "result": result.to_dict()},

@@ -62,6 +62,8 @@ def test_every_variant_through_the_assets(tmp_path):
                         & (stored["k"] == 20)]["value"]
         assert model_meta["test/recall@20"].value == pytest.approx(float(stored.iloc[0]))
         assert "data:image/png;base64" in model_meta["curves"].value
+        assert "| items:tail |" in meta["metrics"]["slices"].value
+        assert "data:image/png;base64" in meta["metrics"]["slices_chart"].value
         assert model_meta["device"].value == "cpu"
 
     result = dg.materialize([recommendations, modality_preferences, paper_tables],
@@ -99,9 +101,18 @@ def test_every_variant_through_the_assets(tmp_path):
     markdown = paper_table_markdown(tables, "Table 2")
     assert "Multi-KG4Rec" in markdown and "LightGCN" in markdown
     metrics = warehouse.query(
-        "SELECT count(*) FILTER (WHERE epoch IS NULL) AS final, "
+        "SELECT count(*) FILTER (WHERE epoch IS NULL AND slice = 'all') AS final, "
+        "count(DISTINCT slice) AS slices, "
         "count(*) FILTER (WHERE epoch IS NOT NULL) AS curve FROM metrics").to_pylist()[0]
     assert metrics["final"] == len(VARIANTS) * 2 * 5 * 2  # test+valid × 5 metrics × 2 ks
+    assert metrics["slices"] == 7  # all, items:head/tail, users:q1..q4
+    run_id = store.latest_run(DATASET, "full")["run_id"]
+    slices = store.slice_metrics(run_id).set_index("slice")
+    assert list(slices.index) == ["all", "items:head", "items:tail", "users:q1", "users:q2",
+                                  "users:q3", "users:q4"]
+    final = store.final_metrics(run_id)
+    assert slices.loc["all", "recall"] == pytest.approx(float(final[
+        (final["split"] == "test") & (final["metric"] == "recall") & (final["k"] == 20)]["value"].iloc[0]))
     assert metrics["curve"] > 0
     assert len(TRAINING_ASSETS) == 4
 

@@ -10,9 +10,12 @@ Tables (key columns are the project contract, more columns are welcome)
 
 * ``training_runs(run_id, dataset, variant, config_json, code_version, device, seconds,
   checkpoint_path, …)`` — one row per run (plus config hash, best epoch, timings, finish time).
-* ``metrics(run_id, split, metric, k, value, epoch)`` — final results have ``epoch`` NULL
+* ``metrics(run_id, split, metric, k, value, epoch, slice)`` — final results have ``epoch`` NULL
   (``split`` = test or valid, at the best epoch); learning curves have the epoch
-  (``split`` = train for losses with ``k`` NULL, valid for validation metrics).
+  (``split`` = train for losses with ``k`` NULL, valid for validation metrics); ``slice`` is
+  ``all`` or a final result restricted to ``items:head``/``items:tail`` (20 % most / 80 % least
+  interacted TRAIN items) or ``users:q1``…``users:q4`` (TRAIN-activity quartiles, q1 least),
+  with metric ``users`` = the slice's evaluated users.
 * ``recommendations(run_id, user_id, rank, item_id, score)`` — top-k unseen items per user.
 * ``modality_preferences(run_id, user_id, visual_weight, text_weight)`` — Fig. 4.
 * ``paper_tables(paper_table, dataset, row_order, row_label, variant, run_id, recall, mrr,
@@ -63,8 +66,11 @@ SCHEMA = [
         metric VARCHAR NOT NULL,
         k INTEGER,
         value DOUBLE,
-        epoch INTEGER
+        epoch INTEGER,
+        slice VARCHAR DEFAULT 'all'
     )""",
+    # warehouses created before slices existed
+    "ALTER TABLE metrics ADD COLUMN IF NOT EXISTS slice VARCHAR DEFAULT 'all'",
     """
     CREATE TABLE IF NOT EXISTS recommendations (
         run_id VARCHAR NOT NULL,
@@ -126,7 +132,7 @@ SCHEMA = [
 RUN_COLUMNS = ["run_id", "dataset", "variant", "config_json", "config_hash", "code_version",
                "device", "seconds", "seconds_per_epoch", "eval_seconds", "best_epoch",
                "epochs_run", "stopped", "n_parameters", "checkpoint_path", "source"]
-METRIC_COLUMNS = ["run_id", "split", "metric", "k", "value", "epoch"]
+METRIC_COLUMNS = ["run_id", "split", "metric", "k", "value", "epoch", "slice"]
 
 #: The paper's tables: (table, row order, row label, variant, baseline variant of "Improv.").
 #: Table 2 compares models; Table 3 modalities; Table 4 the Bi-Transformer. Their reference row
@@ -239,7 +245,20 @@ class RunStore:
         self.ensure_schema()
         return self.warehouse.query(
             "SELECT split, metric, k, value FROM metrics WHERE run_id = ? AND epoch IS NULL "
-            "ORDER BY split, metric, k", [run_id]).to_pandas()
+            "AND slice = 'all' ORDER BY split, metric, k", [run_id]).to_pandas()
+
+    def slice_metrics(self, run_id: str, split: str = "test", k: int = 20) -> pd.DataFrame:
+        """One row per slice of a run: recall, ndcg, mrr @k and the slice's user count."""
+        self.ensure_schema()
+        return self.warehouse.query("""
+            SELECT slice,
+                   max(value) FILTER (WHERE metric = 'recall' AND k = ?) AS recall,
+                   max(value) FILTER (WHERE metric = 'ndcg' AND k = ?) AS ndcg,
+                   max(value) FILTER (WHERE metric = 'mrr' AND k = ?) AS mrr,
+                   max(value) FILTER (WHERE metric = 'users') AS users
+            FROM metrics WHERE run_id = ? AND split = ? AND epoch IS NULL
+            GROUP BY slice ORDER BY slice = 'all' DESC, slice""",
+            [k, k, k, run_id, split]).to_pandas()
 
     def curves(self, run_id: str) -> pd.DataFrame:
         self.ensure_schema()
@@ -278,6 +297,7 @@ class RunStore:
                            max(m.value) FILTER (WHERE m.metric = 'ndcg') AS ndcg
                     FROM latest_runs r JOIN metrics m USING (run_id)
                     WHERE m.split = 'test' AND m.epoch IS NULL AND m.k = {PAPER_K}
+                      AND m.slice = 'all'
                     GROUP BY ALL
                 ),
                 rows AS (
