@@ -18,7 +18,7 @@ from assets.metadata import stats_markdown, table_metadata
 from datasources.assemble import dataset_statistics
 from datasources.fetch import ResolvedTable, load_dataset, resolve_variant
 from datasources.registry import SourceVariant, TableSource, get_dataset
-from datasources.split import SPLIT_NAMES, split_interactions
+from datasources.split import SPLIT_NAMES, STRATEGIES, split_cold_items, split_interactions
 from pipeline.config import DatasetSourceConfig, IngestConfig, SplitConfig
 from pipeline.partitions import dataset_partitions
 from pipeline.resources import HttpResource, LakeResource, WarehouseResource
@@ -183,8 +183,13 @@ def split(context: dg.AssetExecutionContext, config: SplitConfig, lake: LakeReso
     dataset = context.partition_key
     interactions = lake.lake().read_pandas(dataset, "interactions", ["user_id", "item_id", "rating", "label"])
     positives = interactions[positive_mask(interactions, config)]
-    parts = split_interactions(positives["user_id"].to_numpy(), positives["item_id"].to_numpy(), config.ratios, config.seed,
-                               config.size_rule)
+    users, items = positives["user_id"].to_numpy(), positives["item_id"].to_numpy()
+    if config.strategy == "cold_items":
+        parts = split_cold_items(users, items, config.ratios, config.seed, config.cold_fraction)
+    elif config.strategy == "random":
+        parts = split_interactions(users, items, config.ratios, config.seed, config.size_rule)
+    else:
+        raise ValueError(f"split strategy must be one of {STRATEGIES}, got {config.strategy!r}")
     frame = pd.DataFrame(
         {
             "user_id": positives["user_id"].to_numpy(),
@@ -204,5 +209,8 @@ def split(context: dg.AssetExecutionContext, config: SplitConfig, lake: LakeReso
             "positives_of_interactions": float(len(frame) / max(len(interactions), 1)),
             "split_ratios": stats_markdown({**{f"n_{k}": int(v) for k, v in counts.items()}, **ratios}, "split"),
             "seed": config.seed,
+            "strategy": config.strategy,
+            **({"n_cold_items": int(frame.loc[frame["split"] != "train", "item_id"].nunique())}
+               if config.strategy == "cold_items" else {}),
         }
     )

@@ -41,19 +41,13 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere, without installi
 
 import torch  # noqa: E402
 
+from bench.common import parse_settings, parse_value  # noqa: E402
 from model.data import build_data, read_lake_tables  # noqa: E402
 from model.recommenders import VARIANTS  # noqa: E402
 from model.report import code_version, metric_rows, new_run_id, run_row  # noqa: E402
 from model.train import TrainSettings, train  # noqa: E402
 
 LEDGER_DIR = ROOT / "bench" / "results" / "tuning"
-
-
-def parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def parse_grid(axes: list[str]) -> dict[str, list]:
@@ -129,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = parse_grid(args.grid)
     except ValueError as exc:
         parser.error(str(exc))
-    fixed = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    fixed = parse_settings(args.set)
     study = args.study or args.variant
     configs = candidates(grid, args.budget, args.seed)
     print(f"{study}: {len(configs)} configuration(s) of a grid of "

@@ -21,7 +21,6 @@ has one (the Dagster run config, so one file drives both), then per-variant defa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere, without installi
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from bench.common import parse_settings  # noqa: E402
 from model.data import build_data, read_lake_tables  # noqa: E402
 from model.recommenders import VARIANTS  # noqa: E402
 from model.report import metric_rows, new_run_id, run_row  # noqa: E402
@@ -49,13 +49,6 @@ VARIANT_DEFAULTS: dict[str, dict] = {
     "kgat": {"batch_size": 4096, "reg": 1e-4},
     "cke": {"batch_size": 4096, "reg": 1e-4},
 }
-
-
-def parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def config_overrides(path: str | None) -> dict:
@@ -99,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}")
 
     base = config_overrides(args.config)
-    cli = dict(item.split("=", 1) for item in args.set)
-    cli = {k: parse_value(v) for k, v in cli.items()}
+    cli = parse_settings(args.set)
     store = None
     if not args.no_warehouse:
         from warehouse import Lake, Warehouse  # DuckDB only where the runs are recorded

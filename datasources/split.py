@@ -120,3 +120,47 @@ def split_interactions(
     parts = np.empty(len(order), dtype=np.int8)
     parts[order] = parts_sorted
     return parts
+
+
+STRATEGIES = ("random", "cold_items")
+
+
+def cold_items(item_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Which of ``item_ids`` are cold: a keyed hash of (seed, item) below ``fraction``.
+
+    The same item is cold (or not) whatever the rows, their order or the platform; the share of
+    cold items is ``fraction`` in expectation.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"cold item fraction must be in (0, 1), got {fraction}")
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    u = (pair_hash(seed + 2, np.zeros_like(item_ids), item_ids) >> np.uint64(11)) / float(1 << 53)
+    return u < fraction
+
+
+def split_cold_items(
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 2020,
+    fraction: float = 0.1,
+) -> np.ndarray:
+    """Strict item cold start: every pair of a cold item is held out, no other pair is.
+
+    A seeded ``fraction`` of the items (:func:`cold_items`) is cold; their pairs are divided
+    between valid and test in the ratio of ``ratios[1]:ratios[2]`` by a hash of the pair, and
+    every pair of the other (warm) items is train. A cold item therefore never appears in a
+    train pair, so it has no user–item edge in the collaborative KG and no user in any BFS
+    sequence; what a model knows about it is its KG triples and its content features.
+    """
+    user_ids = np.asarray(user_ids, dtype=np.int64)
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    if user_ids.shape != item_ids.shape:
+        raise ValueError("user_ids and item_ids must have the same shape")
+    ratios = np.asarray(ratios, dtype=np.float64)
+    if len(ratios) != 3 or ratios[1] + ratios[2] <= 0:
+        raise ValueError(f"cold_items needs train/valid/test ratios with held-out parts, got {list(ratios)}")
+    cold = cold_items(item_ids, fraction, seed)
+    u = (pair_hash(seed + 3, user_ids, item_ids) >> np.uint64(11)) / float(1 << 53)
+    held_out = np.where(u < ratios[1] / (ratios[1] + ratios[2]), 1, 2)
+    return np.where(cold, held_out, 0).astype(np.int8)

@@ -56,6 +56,12 @@ def check_split(split: pd.DataFrame, ratios: Sequence[float], tolerance: float =
     if pair_dupes.any():
         problems.append(f"{int(pair_dupes.sum())} (user, item) pairs appear in more than one part (leak)")
     shares = split["split"].value_counts(normalize=True).to_dict()
+    held_out = split["split"] != "train"
+    if held_out.any() and not np.isin(split.loc[held_out, "item_id"].unique(),
+                                      split.loc[~held_out, "item_id"].unique()).any():
+        # a cold-item split (strategy cold_items): the held-out items have no train pair, so
+        # the pair shares follow the cold items' popularity, not the ratios
+        return problems, {k: float(v) for k, v in shares.items()} | {"cold_items": 1.0}
     target = np.asarray(ratios, dtype=float) / np.sum(ratios)
     for name, want in zip(("train", "valid", "test"), target, strict=False):
         got = float(shares.get(name, 0.0))

@@ -53,3 +53,10 @@ class SplitConfig(dg.Config):
         default=None, description="Only ratings >= this count as positives (default: implicit, all count)."
     )
     use_label: bool = Field(default=False, description="Only rows with label == 1 count as positives.")
+    strategy: str = Field(
+        default="random",
+        description="'random': the paper's per-user 8:1:1 split. 'cold_items': strict item cold start — "
+        "a seeded cold_fraction of the items has all its pairs in valid/test (ratio valid:test), "
+        "never in train, the collaborative KG or the BFS sequences.",
+    )
+    cold_fraction: float = Field(default=0.1, description="Share of cold items (strategy cold_items).")

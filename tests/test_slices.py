@@ -53,3 +53,25 @@ def test_slices_partition_the_ranking(data):
     assert sum(q["users"] for q in quartiles) == overall["users"]
     weighted = sum(q["recall@20"] * q["users"] for q in quartiles) / overall["users"]
     assert weighted == pytest.approx(overall["recall@20"])
+
+
+def test_content_baseline_is_mean_cosine_to_the_users_train_items(data):
+    from model.content import ContentSimilarity
+
+    model = ContentSimilarity(data, "text")
+    users, items = model()
+    text = data.features["text"]
+    user = int(data.train_user[0])
+    mine = data.train_item[data.train_user == user]
+    vectors = torch.zeros(data.n_items, text.dim)
+    item_rows = text.row[: data.n_items]
+    vectors[item_rows >= 0] = text.vectors[item_rows[item_rows >= 0]]
+    cosine = torch.nn.functional.cosine_similarity(vectors[:, None], vectors[None, mine], dim=2)
+    expected = cosine.nan_to_num(0.0).mean(1)
+    assert torch.allclose(users[user] @ items.T, expected, atol=1e-5)
+    result = evaluate(model, data, "test")
+    assert result["recall@20"] > 0
+    with pytest.raises(ValueError, match="no 'visual' features"):
+        ContentSimilarity(build_data(synthetic_tables(n_users=5, n_items=8, n_pairs=20,
+                                                      n_attributes=2, n_triples=4,
+                                                      modalities=("text",), seed=1)), "visual")

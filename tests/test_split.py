@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasources.split import part_sizes, split_interactions
+from datasources.split import SPLIT_NAMES, cold_items, part_sizes, split_cold_items, split_interactions
+from datasources.validate import check_split
 
 
 def _pairs(counts):
@@ -73,3 +75,38 @@ def test_bad_ratios_are_refused():
         split_interactions(np.array([0]), np.array([0]), ratios=(1.0,))
     with pytest.raises(ValueError, match="size rule"):
         split_interactions(np.array([0]), np.array([0]), size_rule="nope")
+
+
+def test_cold_items_never_meet_train_and_the_split_is_stable():
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 300, 20_000)
+    items = rng.integers(0, 1_000, 20_000)
+    pairs = np.unique(np.stack([users, items], 1), axis=0)
+    users, items = pairs[:, 0], pairs[:, 1]
+    parts = split_cold_items(users, items, (0.8, 0.1, 0.1), seed=5, fraction=0.1)
+    train_items = set(items[parts == 0])
+    held_items = set(items[parts > 0])
+    assert not train_items & held_items
+    assert 0.07 < len(held_items) / len(set(items)) < 0.13  # ~10 % of the items are cold
+    valid_share = (parts == 1).sum() / (parts > 0).sum()
+    assert 0.45 < valid_share < 0.55  # valid:test = 1:1 among the cold items' pairs
+    shuffled = rng.permutation(len(users))
+    again = split_cold_items(users[shuffled], items[shuffled], (0.8, 0.1, 0.1), seed=5, fraction=0.1)
+    assert (again == parts[shuffled]).all()
+    other = split_cold_items(users, items, (0.8, 0.1, 0.1), seed=6, fraction=0.1)
+    assert set(items[other > 0]) != held_items
+    with pytest.raises(ValueError, match="fraction"):
+        cold_items(items, 0.0, seed=5)
+
+
+def test_the_split_check_knows_a_cold_item_split_from_a_leak():
+    rng = np.random.default_rng(1)
+    pairs = np.unique(np.stack([rng.integers(0, 200, 8000), rng.integers(0, 500, 8000)], 1), axis=0)
+    parts = split_cold_items(pairs[:, 0], pairs[:, 1], seed=1, fraction=0.1)
+    frame = pd.DataFrame({"user_id": pairs[:, 0], "item_id": pairs[:, 1],
+                          "split": np.array(SPLIT_NAMES)[parts]})
+    problems, shares = check_split(frame, (0.8, 0.1, 0.1))
+    assert problems == [] and shares["cold_items"] == 1.0
+    leaked = pd.concat([frame, frame[frame["split"] == "test"].head(1).assign(split="train")])
+    problems, _ = check_split(leaked, (0.8, 0.1, 0.1))
+    assert any("leak" in p for p in problems)

@@ -92,3 +92,29 @@ def test_search_reads_test_once_for_the_validation_winner(tmp_path, monkeypatch,
     assert _tune().main(args) == 0
     assert "already in ledger.jsonl" in capsys.readouterr().out
     assert splits == ["test", "valid"]
+
+
+def test_cold_start_bench_holds_out_whole_items(tmp_path, capsys):
+    path = Path(__file__).resolve().parents[1] / "bench" / "cold_start.py"
+    spec = importlib.util.spec_from_file_location("bench_cold_start", path)
+    cold_start = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cold_start)
+    lake = Lake(tmp_path)
+    for name, table in synthetic_tables(n_users=40, n_items=150, n_pairs=1500, n_attributes=5,
+                                        n_triples=40, modalities=("text",), sequence_length=5,
+                                        seed=4).items():
+        lake.write(DATASET, name, table)
+    split = cold_start.cold_split_table(lake.read(DATASET, "split"), 0.2, seed=1)
+    frame = split.to_pandas()
+    held = set(frame.loc[frame["split"] != "train", "item_id"])
+    assert held and not held & set(frame.loc[frame["split"] == "train", "item_id"])
+    args = ["--dataset", DATASET, "--data-dir", str(tmp_path), "--fraction", "0.2",
+            "--variants", "content", "lightgcn"]
+    for key, value in TINY.items():
+        args += ["--set", f"{key}={json.dumps(value).replace(' ', '')}"]
+    assert cold_start.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| content |" in out and "| lightgcn |" in out
+    store = RunStore(Warehouse(tmp_path / "warehouse.duckdb", lake))
+    runs = store.warehouse.query("SELECT dataset, source FROM training_runs").to_pylist()
+    assert runs == [{"dataset": f"{DATASET}/cold_items", "source": "cold"}]
