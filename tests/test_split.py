@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasources.split import SPLIT_NAMES, cold_items, part_sizes, split_cold_items, split_interactions
+from datasources.split import (
+    SPLIT_NAMES,
+    cold_items,
+    part_sizes,
+    split_cold_items,
+    split_interactions,
+)
 from datasources.validate import check_split
 
 
