@@ -34,9 +34,14 @@ dagster-home:
 	mkdir -p "$(DAGSTER_HOME)"
 	test -f "$(DAGSTER_HOME)/dagster.yaml" || printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_HOME)/dagster.yaml"
 
+# CONFIG files are merged and cut to the ops of JOB (pipeline/run_config.py), so one shared file
+# (configs/offline.yaml) drives every stage job as well as main.
+RUN_CONFIG := $(KG4REC_DATA_DIR)/run_config.$(JOB).yaml
+
 run: $(STAMP) dagster-home
+	$(BIN)/python -m pipeline.run_config --job $(JOB) $(CONFIG) > $(RUN_CONFIG)
 	$(BIN)/dagster job execute -m pipeline -j $(JOB) \
-		--tags '{"dagster/partition": "$(DATASET)"}' $(foreach c,$(CONFIG),-c $(c))
+		--tags '{"dagster/partition": "$(DATASET)"}' -c $(RUN_CONFIG)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

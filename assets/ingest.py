@@ -115,32 +115,39 @@ def read_source_files(lake: LakeResource, dataset: str) -> tuple[dict[str, Resol
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec("users", deps=["source_files"], group_name=GROUP, owners=OWNERS, kinds={"parquet"},
+        dg.AssetSpec("users", deps=["source_files"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
                      description="One row per user: user_id (contiguous from 0), user_key (source id), demographics where the source has them."),
-        dg.AssetSpec("items", deps=["source_files"], group_name=GROUP, owners=OWNERS, kinds={"parquet"},
+        dg.AssetSpec("items", deps=["source_files"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
                      description="One row per item: item_id (contiguous from 0), item_key (source id), title, year, genres."),
-        dg.AssetSpec("interactions", deps=["source_files"], group_name=GROUP, owners=OWNERS, kinds={"parquet"},
+        dg.AssetSpec("interactions", deps=["source_files"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
                      description="One row per (user, item) pair: rating and timestamp when the source has them, label for binary feedback."),
     ],
     partitions_def=dataset_partitions,
-    can_subset=False,
+    # any subset: the sources are parsed once and only the selected tables are written (ids are
+    # a deterministic function of the source files, so a table written alone agrees with the rest)
+    can_subset=True,
 )
 def dataset_tables(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
-    """Parse the source files and assign contiguous ids; all three tables or none are written."""
+    """Parse the source files and assign contiguous ids; every selected table or none is written."""
     dataset = context.partition_key
     resolved, key_space, keep_inactive = read_source_files(lake, dataset)
     # Everything is parsed and validated before the first write, so a malformed line leaves the
     # previous good tables in place.
     assembled = load_dataset(resolved, key_space=key_space, keep_inactive=keep_inactive)
     store = lake.lake()
-    paths = {name: store.write(dataset, name, getattr(assembled, name)) for name in ("users", "items", "interactions")}
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    paths = {name: store.write(dataset, name, getattr(assembled, name))
+             for name in ("users", "items", "interactions") if name in selected}
     warehouse.warehouse().refresh_views()
 
     stats = dataset_statistics(len(assembled.users), len(assembled.items), len(assembled.interactions))
     report = {k: v for k, v in assembled.report.items() if isinstance(v, int)}
     context.log.info(f"{dataset}: {stats}")
-    yield dg.MaterializeResult(asset_key="users", metadata=table_metadata(assembled.users, paths["users"]))
-    yield dg.MaterializeResult(asset_key="items", metadata=table_metadata(assembled.items, paths["items"]))
+    for name in ("users", "items"):
+        if name in selected:
+            yield dg.MaterializeResult(asset_key=name, metadata=table_metadata(getattr(assembled, name), paths[name]))
+    if "interactions" not in selected:
+        return
     interactions = assembled.interactions
     yield dg.MaterializeResult(
         asset_key="interactions",

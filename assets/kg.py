@@ -83,19 +83,21 @@ def leaked_interactions(entities: pd.DataFrame, relations: pd.DataFrame, user_ke
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec("item_links", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"},
+        dg.AssetSpec("item_links", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
                      description="Item → entity links (Freebase MIDs, Satori ids, ...) with the source that gave each."),
-        dg.AssetSpec("entities", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"},
+        dg.AssetSpec("entities", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
                      description="All KG entities, ITEMS FIRST (entity_id = item_id), then attributes: key, readable name, kind."),
-        dg.AssetSpec("relations", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"},
+        dg.AssetSpec("relations", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
                      description="Relation vocabulary with triple counts."),
-        dg.AssetSpec("kg_triples", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"},
+        dg.AssetSpec("kg_triples", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
                      description="Deduplicated (head_id, relation_id, tail_id) triples over entity ids, with their source."),
-        dg.AssetSpec("kg_stats", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"},
+        dg.AssetSpec("kg_stats", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
                      description="The paper's Table 1 for the KG: #entities, #relations, #triplets, share of items linked — overall and per source."),
     ],
     partitions_def=dataset_partitions,
-    can_subset=False,
+    # any subset: the KG is built once, only the selected tables are written (every table is a
+    # deterministic function of the items and the config; kg_ids_valid checks ids across them)
+    can_subset=True,
 )
 def knowledge_graph(context: dg.AssetExecutionContext, config: KGConfig, http: HttpResource,
                     lake: LakeResource, warehouse: WarehouseResource):
@@ -133,32 +135,37 @@ def knowledge_graph(context: dg.AssetExecutionContext, config: KGConfig, http: H
         "kg_triples": result.kg_triples,
         "kg_stats": table1.drop(columns=["dataset"]),
     }
-    paths = {name: store.write(dataset, name, frame) for name, frame in tables.items()}
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    paths = {name: store.write(dataset, name, frame) for name, frame in tables.items()
+             if name in selected}
     warehouse.warehouse().refresh_views()
 
     overall = result.stats["overall"]
     context.log.info(f"{dataset} KG: {overall}")
     for name in ("item_links", "entities", "relations"):
-        yield dg.MaterializeResult(asset_key=name, metadata=table_metadata(tables[name], paths[name]))
-    yield dg.MaterializeResult(
-        asset_key="kg_triples",
-        metadata={
-            **table_metadata(tables["kg_triples"], paths["kg_triples"]),
-            "table_1": stats_markdown(overall, f"{dataset} — Table 1 (knowledge graph)"),
-            "build_options": dg.MetadataValue.json(options.__dict__),
-            "dropped": dg.MetadataValue.json(result.stats.get("dropped", {})),
-            "links": dg.MetadataValue.json(result.stats.get("links", {})),
-            "sources": dg.MetadataValue.json([s.__dict__ | {"locations": list(s.locations)} for s in sources]),
-            **{f"stats/{k}": v for k, v in overall.items() if isinstance(v, int | float)},
-        },
-    )
-    yield dg.MaterializeResult(
-        asset_key="kg_stats",
-        metadata={
-            **table_metadata(tables["kg_stats"], paths["kg_stats"], sample_rows=20),
-            "stats_json": dg.MetadataValue.json(json.loads(json.dumps(result.stats, default=str))),
-        },
-    )
+        if name in selected:
+            yield dg.MaterializeResult(asset_key=name, metadata=table_metadata(tables[name], paths[name]))
+    if "kg_triples" in selected:
+        yield dg.MaterializeResult(
+            asset_key="kg_triples",
+            metadata={
+                **table_metadata(tables["kg_triples"], paths["kg_triples"]),
+                "table_1": stats_markdown(overall, f"{dataset} — Table 1 (knowledge graph)"),
+                "build_options": dg.MetadataValue.json(options.__dict__),
+                "dropped": dg.MetadataValue.json(result.stats.get("dropped", {})),
+                "links": dg.MetadataValue.json(result.stats.get("links", {})),
+                "sources": dg.MetadataValue.json([s.__dict__ | {"locations": list(s.locations)} for s in sources]),
+                **{f"stats/{k}": v for k, v in overall.items() if isinstance(v, int | float)},
+            },
+        )
+    if "kg_stats" in selected:
+        yield dg.MaterializeResult(
+            asset_key="kg_stats",
+            metadata={
+                **table_metadata(tables["kg_stats"], paths["kg_stats"], sample_rows=20),
+                "stats_json": dg.MetadataValue.json(json.loads(json.dumps(result.stats, default=str))),
+            },
+        )
 
 
 

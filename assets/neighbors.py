@@ -50,14 +50,14 @@ def _length_histogram(lengths: np.ndarray, n: int):
 @dg.multi_asset(
     specs=[
         dg.AssetSpec("collaborative_kg", deps=["split", "entities", "kg_triples", "users"], group_name=GROUP,
-                     owners=OWNERS, kinds={"parquet"},
+                     owners=OWNERS, kinds={"parquet"}, skippable=True,
                      description="The collaborative KG as an undirected edge table: user–item TRAIN pairs + KG triples."),
         dg.AssetSpec("neighbor_sequences", deps=["split", "entities", "kg_triples", "users"], group_name=GROUP,
-                     owners=OWNERS, kinds={"parquet"},
+                     owners=OWNERS, kinds={"parquet"}, skippable=True,
                      description="Per item, its BFS neighbour sequence: pos, node_id, node_type (item/user/entity), hop."),
     ],
     partitions_def=dataset_partitions,
-    can_subset=False,
+    can_subset=True,  # either table alone (both need the graph; each is written only if selected)
 )
 def neighbor_sequences(context: dg.AssetExecutionContext, config: NeighborsConfig, lake: LakeResource,
                        warehouse: WarehouseResource):
@@ -75,24 +75,29 @@ def neighbor_sequences(context: dg.AssetExecutionContext, config: NeighborsConfi
         train["user_id"].to_numpy(), train["item_id"].to_numpy(),
         triples["head_id"].to_numpy(), triples["tail_id"].to_numpy(), triples["relation_id"].to_numpy(),
     )
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    if "collaborative_kg" in selected:
+        edges = graph.to_edge_table()
+        edge_path = store.write(dataset, "collaborative_kg", edges)
+        warehouse.warehouse().refresh_views()
+        yield dg.MaterializeResult(
+            asset_key="collaborative_kg",
+            metadata={
+                **table_metadata(edges, edge_path),
+                "n_nodes": graph.n_nodes,
+                "n_train_pairs": len(train),
+                "n_kg_triples": len(triples),
+            },
+        )
+    if "neighbor_sequences" not in selected:
+        return
     sequences = bfs_neighbor_sequences(graph, n=config.sequence_length, max_hops=config.max_hops,
                                        tie_break=config.tie_break, seed=config.seed)
-    edges, table = graph.to_edge_table(), sequences.to_table()
-    edge_path = store.write(dataset, "collaborative_kg", edges)
+    table = sequences.to_table()
     seq_path = store.write(dataset, "neighbor_sequences", table)
     warehouse.warehouse().refresh_views()
-
     stats = sequence_stats(sequences, graph)
     length = stats["length"]
-    yield dg.MaterializeResult(
-        asset_key="collaborative_kg",
-        metadata={
-            **table_metadata(edges, edge_path),
-            "n_nodes": graph.n_nodes,
-            "n_train_pairs": len(train),
-            "n_kg_triples": len(triples),
-        },
-    )
     yield dg.MaterializeResult(
         asset_key="neighbor_sequences",
         metadata={

@@ -177,18 +177,20 @@ def _slices_figure(slices: dict[str, dict[str, float]], title: str):
 @dg.multi_asset(
     specs=[
         dg.AssetSpec("trained_model", deps=INPUT_DEPS, group_name=GROUP, owners=OWNERS,
-                     kinds={"pytorch", "safetensors"},
+                     kinds={"pytorch", "safetensors"}, skippable=True,
                      description="A trained recommender (TrainConfig.variant): checkpoint "
                      "(safetensors + config JSON) under <data_dir>/models/, resumable."),
         dg.AssetSpec("training_runs", deps=["trained_model"], group_name=GROUP, owners=OWNERS,
-                     kinds={"duckdb"},
+                     kinds={"duckdb"}, skippable=True,
                      description="One row per training run (config, code version, device, time)."),
         dg.AssetSpec("metrics", deps=["trained_model"], group_name=GROUP, owners=OWNERS,
-                     kinds={"duckdb"},
+                     kinds={"duckdb"}, skippable=True,
                      description="Final test/valid metrics (epoch NULL) and learning curves."),
     ],
     partitions_def=dataset_partitions,
-    can_subset=False,
+    # one training run produces all three; selecting any of them trains (and records the run in
+    # the warehouse), and yields the selected ones, so `clip_features+` & co. resolve
+    can_subset=True,
 )
 def trained_model(context: dg.AssetExecutionContext, config: TrainConfig, lake: LakeResource,
                   warehouse: WarehouseResource):
@@ -209,32 +211,35 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainConfig, lake: 
     figure = _curves_figure(result.history, f"{dataset} — {settings.variant}")
     curves = png_markdown(figure, "training and validation curves")
     plt.close(figure)
-    yield dg.MaterializeResult(
-        asset_key="trained_model",
-        metadata={
-            "run_id": run_id,
-            "variant": settings.variant,
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "stopped": result.stopped,
-            "seconds_per_epoch": result.seconds_per_epoch,
-            "eval_seconds": result.eval_seconds,
-            "total_seconds": result.total_seconds,
-            "device": result.device,
-            "config_hash": result.config_hash,
-            "code_version": run["code_version"],
-            "n_parameters": result.n_parameters,
-            "resumed_from_epoch": result.resumed_from_epoch,
-            "checkpoint": dg.MetadataValue.path(result.checkpoint_path),
-            "test_metrics": _metrics_markdown(test, result.best_valid),
-            **{f"test/{k}": float(v) for k, v in test.items()},
-            "curves": curves,
-            "data": stats_markdown(data.summary(), "training data"),
-            "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
-        },
-    )
-    yield dg.MaterializeResult(asset_key="training_runs",
-                               metadata={"run_id": run_id, **table_metadata(pd.DataFrame([run]))})
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    model_metadata = {
+        "run_id": run_id,
+        "variant": settings.variant,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "stopped": result.stopped,
+        "seconds_per_epoch": result.seconds_per_epoch,
+        "eval_seconds": result.eval_seconds,
+        "total_seconds": result.total_seconds,
+        "device": result.device,
+        "config_hash": result.config_hash,
+        "code_version": run["code_version"],
+        "n_parameters": result.n_parameters,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "checkpoint": dg.MetadataValue.path(result.checkpoint_path),
+        "test_metrics": _metrics_markdown(test, result.best_valid),
+        **{f"test/{k}": float(v) for k, v in test.items()},
+        "curves": curves,
+        "data": stats_markdown(data.summary(), "training data"),
+        "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
+    }
+    if "trained_model" in selected:
+        yield dg.MaterializeResult(asset_key="trained_model", metadata=model_metadata)
+    if "training_runs" in selected:
+        yield dg.MaterializeResult(asset_key="training_runs",
+                                   metadata={"run_id": run_id, **table_metadata(pd.DataFrame([run]))})
+    if "metrics" not in selected:
+        return
     split = "test" if "test" in result.slices else "valid"
     slices = result.slices[split]
     figure = _slices_figure(slices, f"{dataset} — {settings.variant}: {split} by slice")

@@ -17,37 +17,18 @@ INGEST_ASSETS = [source_files, dataset_tables, split]
 KG_ASSETS = [knowledge_graph]
 NEIGHBOR_ASSETS = [neighbor_sequences]
 
-ingest_job = dg.define_asset_job(
-    "ingest",
-    selection=dg.AssetSelection.groups("ingest"),
-    description="Stage 1 only: download, parse, assign ids and split one dataset partition.",
-)
-
-# The main job is the whole asset graph; every later stage joins it by being in the graph.
-kg_job = dg.define_asset_job(
-    "kg",
-    selection=dg.AssetSelection.groups("kg"),
-    description="Stage 2 only: link items to entities and build the KG (needs the ingest tables).",
-)
-
-media_job = dg.define_asset_job(
-    "media",
-    selection=dg.AssetSelection.groups("media"),
-    description="Stage 3 only: posters and descriptions (needs the items table).",
-)
-
-features_job = dg.define_asset_job(
-    "features",
-    selection=dg.AssetSelection.groups("features"),
-    description="Stage 4 only: CLIP / sentence-encoder vectors (needs item_media and entities).",
-)
-
-training_job = dg.define_asset_job(
-    "training",
-    selection=dg.AssetSelection.groups("training"),
-    description="Stage 6 only: train TrainConfig.variant and refresh recommendations and tables.",
-)
-
+#: One job per stage (its asset group), in pipeline order; "main" is the whole graph.
+STAGE_JOBS = [
+    ("ingest", "Stage 1 only: download, parse, assign ids and split one dataset partition."),
+    ("kg", "Stage 2 only: link items to entities and build the KG (needs the ingest tables)."),
+    ("media", "Stage 3 only: posters and descriptions (needs the items table)."),
+    ("features", "Stage 4 only: CLIP / sentence-encoder vectors (needs item_media and entities)."),
+    ("neighbors", "Stage 5 only: the collaborative KG and every item's BFS neighbour sequence."),
+    ("training", "Stage 6 only: train TrainConfig.variant and refresh recommendations and tables."),
+]
+stage_jobs = [dg.define_asset_job(name, selection=dg.AssetSelection.groups(name),
+                                  description=description)
+              for name, description in STAGE_JOBS]
 main_job = dg.define_asset_job(
     "main",
     selection=dg.AssetSelection.all(),
@@ -58,7 +39,7 @@ main_job = dg.define_asset_job(
 defs = dg.Definitions(
     assets=[*INGEST_ASSETS, *KG_ASSETS, *MEDIA_ASSETS, *FEATURES_ASSETS, *NEIGHBOR_ASSETS, *TRAINING_ASSETS],
     asset_checks=[*INGEST_CHECKS, *KG_CHECKS, *MEDIA_CHECKS, *FEATURES_CHECKS, *NEIGHBOR_CHECKS],
-    jobs=[main_job, ingest_job, kg_job, media_job, features_job, training_job],
+    jobs=[main_job, *stage_jobs],
     resources={
         "http": HttpResource(),
         "lake": LakeResource(),
