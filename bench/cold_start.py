@@ -9,7 +9,9 @@ Re-splits the lake's positive pairs in memory with the ``cold_items`` strategy o
 stage (``datasources.split.split_cold_items``: a seeded 10 % of the items has all its pairs in
 valid/test, none in train), rebuilds the collaborative KG and the BFS sequences from the new
 train pairs (so no cold item is linked to any user), and evaluates with the usual full ranking
-(every item a candidate, the user's train items excluded). ``content`` is the training-free
+(every item a candidate, the user's train items excluded). Training draws BPR negatives from the
+warm items only (``negative_items="train"``): a cold item does not exist yet when the model is
+trained, so it must not be pushed down as a negative either. ``content`` is the training-free
 item–item cosine baseline on the text features (:mod:`model.content`). Models train with
 early stopping on the cold validation split; the test split is read once per model, after it.
 Runs go to the warehouse under the dataset name ``<dataset>/cold_items`` (source ``cold``).
@@ -93,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             slices = evaluate_slices(model, data, "test")
             rows.append((variant, valid, test, slices, None))
             continue
-        settings = TrainSettings.from_dict({**fixed, "variant": variant, "seed": args.seed})
+        # cold items are not in the catalogue while training: never drawn as negatives
+        settings = TrainSettings.from_dict({"negative_items": "train", **fixed,
+                                            "variant": variant, "seed": args.seed})
         out = data_dir / "models" / "cold" / args.dataset / variant / settings.config_hash()
         result = train(settings, data, out, log=lambda m: print(m, flush=True))
         rows.append((variant, result.best_valid, result.test, result.slices["test"],

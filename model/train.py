@@ -106,6 +106,7 @@ class TrainSettings:
     max_users_eval: int | None = None  # validation only; the test always uses every user
     eval_chunk: int = 2048
     max_seconds: float | None = None  # stop (keeping the best epoch) after this much training
+    negative_items: str = "all"  # BPR negatives from "all" items or the "train" items only
     # bf16 autocast for matmuls/attention: "auto" = on CUDA with bf16 support; "bf16" also on
     # CPUs with native bf16 (AVX512-BF16/AMX); "fp32" never (see docs/MODEL.md, precision)
     precision: str = "auto"
@@ -133,6 +134,8 @@ class TrainSettings:
             self.kg_loss = "none" if self.graph == "interactions" else "joint"
         if self.kg_loss not in KG_LOSS_MODES:
             raise ValueError(f"kg_loss must be one of {KG_LOSS_MODES}, got {self.kg_loss!r}")
+        if self.negative_items not in ("all", "train"):
+            raise ValueError(f"negative_items must be 'all' or 'train', got {self.negative_items!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
@@ -226,18 +229,25 @@ def is_member(keys: torch.Tensor, sorted_keys: torch.Tensor) -> torch.Tensor:
 
 
 def sample_negatives(users: torch.Tensor, n_items: int, positive_keys: torch.Tensor,
-                     generator: torch.Generator, rounds: int = 20) -> torch.Tensor:
+                     generator: torch.Generator, rounds: int = 20,
+                     pool: torch.Tensor | None = None) -> torch.Tensor:
     """One uniformly drawn item per user that is not among the user's train items.
 
     Rejection sampling, vectorised: redraw only the collisions (positive_keys = sorted
-    ``user * n_items + item`` of the train pairs)."""
-    neg = torch.randint(n_items, users.shape, generator=generator, device=users.device)
+    ``user * n_items + item`` of the train pairs). ``pool``: draw from these item ids only."""
+
+    def draw(shape) -> torch.Tensor:
+        if pool is None:
+            return torch.randint(n_items, shape, generator=generator, device=users.device)
+        return pool[torch.randint(pool.numel(), shape, generator=generator, device=users.device)]
+
+    neg = draw(users.shape)
     for _ in range(rounds):
         bad = is_member(users * n_items + neg, positive_keys)
         n_bad = int(bad.sum())
         if n_bad == 0:
             break
-        neg[bad] = torch.randint(n_items, (n_bad,), generator=generator, device=users.device)
+        neg[bad] = draw((n_bad,))
     return neg
 
 
@@ -354,6 +364,9 @@ def train(
     sampler = torch.Generator(device=device).manual_seed(settings.seed)
     n_parameters = sum(p.numel() for p in model.parameters())
     positive_keys = torch.sort(data.train_user * data.n_items + data.train_item).values
+    # "train": the catalogue known at training time; items without a train pair (cold items)
+    # are then never pushed down as negatives before anyone has seen them
+    negative_pool = torch.unique(data.train_item) if settings.negative_items == "train" else None
     use_kg = model.uses_kg and settings.kg_loss != "none" and data.kg_head.numel() > 0
     if use_kg:
         kg_head, kg_rel, kg_tail = kg_training_triples(data)
@@ -411,7 +424,7 @@ def train(
         t0 = time.perf_counter()
         order = torch.randperm(n_train, generator=sampler, device=device)
         users, pos = data.train_user[order], data.train_item[order]
-        neg = sample_negatives(users, data.n_items, positive_keys, sampler)
+        neg = sample_negatives(users, data.n_items, positive_keys, sampler, pool=negative_pool)
         if use_kg:
             kg_order = torch.randperm(kg_head.numel(), generator=sampler, device=device)
             h, r, t = kg_head[kg_order], kg_rel[kg_order], kg_tail[kg_order]

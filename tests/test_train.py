@@ -194,3 +194,13 @@ def test_paper_preset_is_the_published_model_and_explicit_settings_win(data, tmp
     model = load_model(tmp_path / "best.safetensors", data, device="cpu")
     assert all(isinstance(p, BiInteractionPropagation) for p in model.propagation.values())
     assert model.config.align_weight == 0.0 and model.config.edge_weight == "attention"
+
+
+def test_negatives_can_be_drawn_from_the_train_catalogue_only():
+    users = torch.arange(50).repeat(40)
+    keys = torch.sort(torch.tensor([0 * 100 + 3, 1 * 100 + 5])).values
+    pool = torch.tensor([3, 5, 7, 11])
+    neg = sample_negatives(users, 100, keys, torch.Generator().manual_seed(0), pool=pool)
+    assert set(neg.tolist()) <= {3, 5, 7, 11}
+    assert not ((users == 0) & (neg == 3)).any() and not ((users == 1) & (neg == 5)).any()
+    assert set(neg.tolist()) == {3, 5, 7, 11}
