@@ -13,9 +13,10 @@ from the train pairs when absent). Every variant is trained on the same split an
 the same full-ranking evaluator; each run is appended to the warehouse
 (``training_runs``/``metrics``, source ``bench``) and the paper tables are rebuilt.
 
-Settings: ``TrainSettings`` defaults, then ``ops.trained_model.config`` of ``--config`` when it
-has one (the Dagster run config, so one file drives both), then per-variant defaults of
-:data:`VARIANT_DEFAULTS` for keys the user did not set, then ``--set key=value`` for all.
+Settings: ``TrainSettings`` defaults, then the settings ``bench/tune.py`` chose on validation
+for this dataset and variant (its ledger, ``bench/results/tuning/<dataset>.jsonl``), then
+``ops.trained_model.config`` of ``--config`` when it has one (the Dagster run config, so one file
+drives both), then ``--set key=value`` for all.
 """
 
 from __future__ import annotations
@@ -39,16 +40,18 @@ from model.recommenders import VARIANTS  # noqa: E402
 from model.report import metric_rows, new_run_id, run_row  # noqa: E402
 from model.train import TrainSettings, train  # noqa: E402
 
-#: Per-variant settings that differ from the shared defaults (batch 2048, λ = 1e-5, lr 5e-3:
-#: RecBole's usual batch and a light L2, measured best of {1024, 2048} × {0, 1e-5, 1e-4} for
-#: the baselines and used by every variant): BPR-MF learns best with a smaller step, and the
-#: TransR-based baselines with KGAT's batch 4096 and λ = 1e-4 (ml-100k test Recall@20: kgat
-#: 0.3176 against 0.3045, cke 0.3447 against 0.3305 at the shared defaults).
-VARIANT_DEFAULTS: dict[str, dict] = {
-    "bprmf": {"lr": 1e-3},
-    "kgat": {"batch_size": 4096, "reg": 1e-4},
-    "cke": {"batch_size": 4096, "reg": 1e-4},
-}
+
+def tuned_settings(dataset: str, variant: str, ledger_dir: Path | None = None) -> dict:
+    """The settings bench/tune.py chose on validation for this dataset and variant (the
+    chosen record of ``bench/results/tuning/<dataset>.jsonl``), or {} when it was never tuned."""
+    from bench.tune import LEDGER_DIR, read_ledger
+
+    path = (ledger_dir or LEDGER_DIR) / f"{dataset}.jsonl"
+    chosen = [r for r in read_ledger(path).values() if r.get("chosen") and r["variant"] == variant]
+    if not chosen:
+        return {}
+    latest = max(chosen, key=lambda r: r.get("tested_at", ""))
+    return {**latest.get("fixed", {}), **latest["params"]}
 
 
 def config_overrides(path: str | None) -> dict:
@@ -102,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     out_root = Path(args.out) if args.out else data_dir / "models" / "bench"
     rows = []
     for variant in args.variants:
-        values = {**VARIANT_DEFAULTS.get(variant, {}), **base, **cli, "variant": variant}
+        tuned = tuned_settings(args.dataset, variant)
+        if tuned:
+            print(f"{variant}: settings chosen on validation by bench/tune.py: {tuned}")
+        values = {**tuned, **base, **cli, "variant": variant}
         settings = TrainSettings.from_dict(values)
         started = time.perf_counter()
         result = train(settings, data, out_root / args.dataset / variant / settings.config_hash(),

@@ -60,7 +60,7 @@ def test_search_reads_test_once_for_the_validation_winner(tmp_path, monkeypatch,
         return real_evaluate(model_, data, split, **kwargs)
 
     monkeypatch.setattr(model.train, "evaluate", counting_evaluate)
-    ledger = tmp_path / "ledger.jsonl"
+    ledger = tmp_path / f"{DATASET}.jsonl"
     args = ["--dataset", DATASET, "--variant", "lightgcn", "--data-dir", str(tmp_path),
             "--ledger", str(ledger), "--grid", "lr=0.0001,0.05", "--budget", "2"]
     for key, value in TINY.items():
@@ -90,7 +90,16 @@ def test_search_reads_test_once_for_the_validation_winner(tmp_path, monkeypatch,
     # a second call trains nothing: every trial is in the ledger, the winner is re-tested
     splits.clear()
     assert _tune().main(args) == 0
-    assert "already in ledger.jsonl" in capsys.readouterr().out
+    assert f"already in {DATASET}.jsonl" in capsys.readouterr().out
+
+    # bench/variants.py trains with what the search chose
+    spec = importlib.util.spec_from_file_location(
+        "bench_variants", Path(__file__).resolve().parents[1] / "bench" / "variants.py")
+    variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variants)
+    assert variants.tuned_settings(DATASET, "lightgcn", tmp_path) == {
+        **final["fixed"], **final["params"]}
+    assert variants.tuned_settings(DATASET, "kgat", tmp_path) == {}
     assert splits == ["test", "valid"]
 
 
