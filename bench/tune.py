@@ -5,6 +5,7 @@ Usage::
     python bench/tune.py --dataset ml-100k --variant lightgcn \\
         --grid lr=1e-3,5e-3,1e-2 --grid batch_size=1024,2048 [--budget 8] [--seed 0] \\
         [--set epochs=200 --set patience=10] [--threads 1] [--no-test]
+    python bench/tune.py --dataset ml-100k --report     # the ledger as a markdown table
 
 Protocol (docs/MODEL.md, "How choices are made"):
 
@@ -99,11 +100,37 @@ def choose(trials: list[dict]) -> dict:
     return max(trials, key=lambda t: (t["valid"]["recall@20"], -t["seconds"]))
 
 
+def report(ledger: Path) -> str:
+    """Markdown: per study, the trials run, the chosen settings, its validation and test."""
+    records = [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()]
+    lines = ["| study | variant | trials | chosen (validation) | valid Recall@20 | "
+             "test Recall@20 | NDCG@20 | MRR@20 | best epoch | s/epoch |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for study in dict.fromkeys(r["study"] for r in records):
+        mine = [r for r in records if r["study"] == study]
+        trials = {r["config_hash"] for r in mine}
+        chosen = [r for r in mine if r.get("chosen")]
+        if not chosen:
+            best = choose(list({r["config_hash"]: r for r in mine}.values()))
+            lines.append(f"| {study} | {best['variant']} | {len(trials)} | (search open) best so "
+                         f"far {best['params']} | {best['valid']['recall@20']:.4f} | – | – | – | "
+                         f"{best['best_epoch']} | {best['seconds_per_epoch']:.1f} |")
+            continue
+        c = chosen[-1]
+        t = c["test"]
+        lines.append(f"| {study} | {c['variant']} | {len(trials)} | {c['params']} | "
+                     f"{c['valid']['recall@20']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | "
+                     f"{t['mrr@20']:.4f} | {c['best_epoch']} | {c['seconds_per_epoch']:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="lake partition, e.g. ml-100k")
-    parser.add_argument("--variant", required=True, choices=VARIANTS)
+    parser.add_argument("--variant", choices=VARIANTS, help="required unless --report")
+    parser.add_argument("--report", action="store_true",
+                        help="print the ledger's studies (chosen settings, valid, test) and exit")
     parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,...")
     parser.add_argument("--budget", type=int, default=8, help="most configurations trained")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random subset")
@@ -118,6 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-warehouse", action="store_true", help="do not record the runs")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    ledger = Path(args.ledger) if args.ledger else LEDGER_DIR / f"{args.dataset}.jsonl"
+    if args.report:
+        if not ledger.is_file():
+            print(f"error: no tuning ledger at {ledger}", file=sys.stderr)
+            return 2
+        print(report(ledger))
+        return 0
+    if args.variant is None:
+        parser.error("--variant is required (unless --report)")
 
     try:
         grid = parse_grid(args.grid)
@@ -135,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: the lake tables are missing: {exc}", file=sys.stderr)
         return 2
-    ledger = Path(args.ledger) if args.ledger else LEDGER_DIR / f"{args.dataset}.jsonl"
     done = read_ledger(ledger)
     store = None
     if not args.no_warehouse:

@@ -92,6 +92,9 @@ def test_search_reads_test_once_for_the_validation_winner(tmp_path, monkeypatch,
     assert _tune().main(args) == 0
     assert f"already in {DATASET}.jsonl" in capsys.readouterr().out
 
+    table = _tune().report(ledger)
+    assert f"| lightgcn | lightgcn | 2 | {final['params']} |" in table
+
     # bench/variants.py trains with what the search chose
     spec = importlib.util.spec_from_file_location(
         "bench_variants", Path(__file__).resolve().parents[1] / "bench" / "variants.py")
