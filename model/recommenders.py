@@ -75,6 +75,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "aggregator": ("bi", "light"),
     "edge_weight": ("attention", "symmetric"),
     "aggregator_init": ("identity", "xavier"),
+    "cold_items": ("propagated", "content"),
 }
 
 
@@ -101,6 +102,10 @@ class ModelConfig:
     # InfoNCE over at most this many rows per side (a seeded sample of the batch's items or
     # users): bounds its O(rows²) cost at the large batches the paper's grid allows
     align_max_rows: int = 2048
+    # items without a train pair: "propagated" (what the graph gives them: little, they have no
+    # user edge) or "content": their aligned content view W_m z_m(i), scaled to the mean norm
+    # of the warm items' representations (needs the light aggregator and align_weight > 0)
+    cold_items: str = "propagated"
     # propagation (None: the variant's default, see default_propagation and MODEL.md)
     graph: str | None = None  # "ckg": the collaborative KG (paper); "interactions": user-item
     aggregator: str | None = None  # "bi": Bi-Interaction (paper); "light": LightGCN-style
@@ -382,6 +387,13 @@ class MultiKG4Rec(_KGMixin, Recommender):
                 self.register_buffer(f"{m}_has", has_node, persistent=False)
         # packed fusion (kept tokens only) in training and scoring; False: the padded reference
         self.packed_fusion = True
+        self._cold_views: dict[str, torch.Tensor] = {}
+        if config.cold_items == "content" and (config.aggregator != "light"
+                                               or config.align_weight <= 0):
+            raise ValueError("cold_items='content' needs aggregator='light' and align_weight > 0 "
+                             "(the content view lives in the space the alignment ties to e*)")
+        cold = torch.bincount(data.train_item, minlength=data.n_items) == 0
+        self.register_buffer("cold_item", cold, persistent=False)
         self._adjacency: dict[str, SparseMatrix] = {}
         self._views: dict[str, tuple[torch.Tensor, ...]] = {}  # last training forward
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -462,6 +474,8 @@ class MultiKG4Rec(_KGMixin, Recommender):
             add = self.gate[m] * self.seed_map[m](add)
             pad = add.new_zeros(self.n_nodes - add.shape[0], add.shape[1])
             seeds[m] = ids + torch.cat([add, pad]).to(ids.dtype)
+            if self.config.cold_items == "content":
+                self._cold_views[m] = self.seed_map[m](z[m])
             if self.training and self.config.align_weight > 0:  # content views for align_loss
                 user_has = getattr(self, f"{m}_has")[self.n_entities:]
                 self._views[m] = (self.seed_map[m](z[m]), reach,
@@ -504,11 +518,25 @@ class MultiKG4Rec(_KGMixin, Recommender):
         outs = [self.propagation[g](seed, self._adjacency[g], out_rows,
                                     self._adjacency[f"{g}:out"])
                 for g, seed in self.seeds().items()]
+        if self.config.cold_items == "content" and self.modalities:
+            outs = [self._content_for_cold(g, out) for g, out in zip(self.graphs, outs,
+                                                                    strict=True)]
         final = torch.cat(outs, dim=1)
         if self.training and self.config.align_weight > 0:
             self._outputs = [out.split([out.shape[0] - self.n_users, self.n_users])
                              for out in outs]  # per graph: (items, users)
         return final[self.n_items:], final[: self.n_items]
+
+    def _content_for_cold(self, m: str, out: torch.Tensor) -> torch.Tensor:
+        """Rows of items without a train pair ← the item's content view in the aligned space
+        (align_loss pulls e*_i towards W_m z_m(i) for every warm item), at the warm items'
+        mean norm: a cold item is then scored by what its content says."""
+        view = self._cold_views[m]
+        cold = self.cold_item
+        warm_norm = out[: self.n_items][~cold].norm(dim=1).mean()
+        content = F.normalize(view.float(), dim=1).to(out.dtype) * warm_norm
+        items = torch.where(cold[:, None], content, out[: self.n_items])
+        return torch.cat([items, out[self.n_items:]])
 
     def align_loss(self, users, pos, neg):
         """ID-content contrastive alignment (our addition, MODEL.md): per modality graph, the

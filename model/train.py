@@ -95,6 +95,7 @@ class TrainSettings:
     align_weight: float = 0.01  # weight of the ID-content contrastive alignment (MODEL.md)
     align_temperature: float = 0.2
     align_max_rows: int = 2048
+    cold_items: str = "propagated"  # "content": items without a train pair use their content
     graph: str | None = None  # None: the variant's default (model.recommenders)
     aggregator: str | None = None
     edge_weight: str | None = None

@@ -331,3 +331,33 @@ def test_symmetric_weights_are_built_once(data):
         model.node_embedding.weight.mul_(2.0)
     model.refresh()
     assert model._adjacency["text"] is first
+
+
+def test_cold_items_take_their_content_view():
+    """An item without a train pair is scored by its aligned content view at the warm items'
+    mean norm (per modality graph); warm items and users are unchanged."""
+    tables = synthetic_tables(n_users=30, n_items=40, n_pairs=500, n_attributes=10,
+                              n_triples=80, sequence_length=6, seed=3)
+    split = tables["split"].copy()
+    split.loc[split["item_id"] < 4, "split"] = "test"  # items 0-3 lose every train pair
+    tables["split"] = split
+    tables["neighbor_sequences"] = None
+    cold_data = build_data(tables)
+    base = make("full", cold_data, seed=4).eval()
+    cold_model = make("full", cold_data, seed=4, cold_items="content").eval()
+    cold_model.load_state_dict(base.state_dict())
+    cold = cold_model.cold_item
+    assert cold[:4].all() and int(cold.sum()) >= 4
+    users_a, items_a = base()
+    users_b, items_b = cold_model()
+    assert torch.equal(users_a, users_b)
+    assert torch.allclose(items_a[~cold], items_b[~cold])
+    d = TINY["embed_dim"]
+    for g in range(len(cold_model.graphs)):
+        block_a, block_b = items_a[:, g * d:(g + 1) * d], items_b[:, g * d:(g + 1) * d]
+        warm_norm = block_a[~cold].norm(dim=1).mean()
+        assert torch.allclose(block_b[cold].norm(dim=1), warm_norm.expand(int(cold.sum())),
+                              rtol=1e-4)
+        assert not torch.allclose(block_a[cold], block_b[cold])
+    with pytest.raises(ValueError, match="needs aggregator='light'"):
+        make("full", cold_data, cold_items="content", align_weight=0.0)
