@@ -88,7 +88,7 @@ class TrainConfig(dg.Config):
     max_seconds: float | None = Field(default=None, description="Training time cap (keeps the best epoch).")
     cold_items: str = Field(default="propagated", description="Items without a train pair: 'propagated' (the graph's output) or 'content' (their aligned content view; needs the light aggregator and align_weight > 0).")
     negative_items: str = Field(default="all", description="BPR negatives drawn from 'all' items or only 'train' items (items with a train pair: the catalogue at training time; use it for cold-item splits).")
-    precision: str = Field(default="auto", description="bf16 autocast: auto (CUDA with bf16), bf16 (also a CPU with native bf16), fp32.")
+    precision: str = Field(default="auto", description="bf16 autocast of the matmuls: auto (CUDA with bf16; CPUs with native bf16 for the fusion variants), bf16 (wherever possible), fp32.")
     evaluate_test: bool = Field(default=True, description="Evaluate the best epoch on the test split (False: validation only, for searches).")
     resume: bool = Field(default=True, description="Continue an interrupted run with the same config.")
 

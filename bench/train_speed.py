@@ -163,7 +163,7 @@ def fusion_speed(model, settings: TrainSettings, device: torch.device, repeats: 
     """Fusion forward+backward (≈ 3× the forward's FLOPs) timed alone, against one plain matmul
     of the QKV shape (kept tokens × d) @ (d × 3d), forward+backward, at the same precision."""
     model.train()
-    bf16 = uses_bf16(settings.precision, device)
+    bf16 = uses_bf16(settings.precision, device, settings.variant)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def fusion_step():

@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 from model.data import RecData
 from model.evaluate import evaluate, evaluate_slices
 from model.recommenders import (
+    FUSION_VARIANTS,
     VARIANTS,
     ModelConfig,
     Recommender,
@@ -108,8 +109,8 @@ class TrainSettings:
     eval_chunk: int = 2048
     max_seconds: float | None = None  # stop (keeping the best epoch) after this much training
     negative_items: str = "all"  # BPR negatives from "all" items or the "train" items only
-    # bf16 autocast for matmuls/attention: "auto" = on CUDA with bf16 support; "bf16" also on
-    # CPUs with native bf16 (AVX512-BF16/AMX); "fp32" never (see docs/MODEL.md, precision)
+    # bf16 autocast of the matmuls: "auto" = CUDA with bf16, and CPUs with native bf16 for the
+    # fusion variants (uses_bf16); "bf16" wherever possible; "fp32" never
     precision: str = "auto"
     # False: stop after the best validation epoch (hyperparameter search: the test split is
     # read only for the configuration the search chooses)
@@ -197,17 +198,26 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """Whether training autocasts to bf16 (fp32 master weights and optimizer either way)."""
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls on this CPU (AVX512-BF16 / AMX, through oneDNN)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def uses_bf16(precision: str, device: torch.device, variant: str = "full") -> bool:
+    """Whether training autocasts to bf16 (fp32 master weights and optimizer either way).
+
+    "auto": on CUDA with bf16; on a CPU with native bf16 for the variants with a fusion
+    transformer, where it was validated (docs/MODEL.md: the validation curves of fp32 and bf16
+    agree to 0.001 on ml-100k) and where the matmuls are the cost; "bf16": wherever possible."""
     if precision == "fp32":
         return False
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if precision == "bf16":
-        if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        if not cpu_has_bf16():
             raise RuntimeError("precision 'bf16' asked for, but this CPU has no native bf16")
         return True
-    return False
+    return variant in FUSION_VARIANTS and cpu_has_bf16()
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -356,7 +366,7 @@ def train(
     if device.type == "cpu":  # denormal gradients of tiny embeddings slow CPU kernels ~10x
         torch.set_flush_denormal(True)
     data = data.to(device)
-    use_bf16 = uses_bf16(settings.precision, device)
+    use_bf16 = uses_bf16(settings.precision, device, settings.variant)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     # -- model, optimizer, sampler state

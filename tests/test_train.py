@@ -204,3 +204,20 @@ def test_negatives_can_be_drawn_from_the_train_catalogue_only():
     assert set(neg.tolist()) <= {3, 5, 7, 11}
     assert not ((users == 0) & (neg == 3)).any() and not ((users == 1) & (neg == 5)).any()
     assert set(neg.tolist()) == {3, 5, 7, 11}
+
+
+def test_precision_auto_is_bf16_only_where_it_was_validated(monkeypatch):
+    from model import train as train_module
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: True)
+    assert train_module.uses_bf16("auto", cpu, "full")
+    assert not train_module.uses_bf16("auto", cpu, "lightgcn")
+    assert train_module.uses_bf16("bf16", cpu, "lightgcn")
+    assert not train_module.uses_bf16("fp32", cpu, "full")
+    monkeypatch.setattr(train_module, "cpu_has_bf16", lambda: False)
+    assert not train_module.uses_bf16("auto", cpu, "full")
+    with pytest.raises(RuntimeError, match="no native bf16"):
+        train_module.uses_bf16("bf16", cpu, "full")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainSettings(precision="fp16")
