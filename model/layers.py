@@ -94,7 +94,7 @@ class TransR(nn.Module):
     def project(self, x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """W_r x for a batch whose rows have relations ``r``: grouped by relation, one dense
         matmul per relation present (no (B, d, k) gather of the matrices)."""
-        out = x.new_empty(x.shape[0], self.W.shape[2])
+        out = None  # allocated at the first product: under autocast its dtype is bf16
         # unbind once: indexing self.W[rel] per relation would allocate a full-size zero
         # gradient for every relation in the backward pass
         matrices = self.W.unbind(0)
@@ -104,9 +104,12 @@ class TransR(nn.Module):
         start = 0
         for rel, count in zip(rels.tolist(), counts.tolist(), strict=True):
             sel = order[start: start + count]
-            out[sel] = x[sel] @ matrices[rel].to(x.dtype)
+            product = x[sel] @ matrices[rel].to(x.dtype)
+            if out is None:
+                out = product.new_empty(x.shape[0], self.W.shape[2])
+            out[sel] = product
             start += count
-        return out
+        return out if out is not None else x.new_empty(0, self.W.shape[2])
 
     def loss(self, h: torch.Tensor, t: torch.Tensor, t_neg: torch.Tensor, r: torch.Tensor,
              l2: float) -> torch.Tensor:
