@@ -7,6 +7,7 @@ This merges the given YAML files (later files override earlier ones, key by key)
 works like ``JOB=main``::
 
     python -m pipeline.run_config --job kg configs/offline.yaml [more.yaml ...] > run.yaml
+    python -m pipeline.run_config --select '*neighbor_sequences' configs/offline.yaml > sel.yaml
 """
 
 from __future__ import annotations
@@ -48,16 +49,26 @@ def for_nodes(config: dict, nodes: set[str]) -> dict:
     return {**{k: v for k, v in config.items() if k != "ops"}, **({"ops": ops} if ops else {})}
 
 
-def job_nodes(job_name: str) -> set[str]:
+def job_nodes(job_name: str | None = None, selection: str | None = None) -> set[str]:
+    """Op names of a job, or of the job an asset selection (``*neighbor_sequences``) makes."""
+    import dagster as dg
+
     from pipeline.definitions import defs  # the code location: only here, it is slow to import
 
+    if selection is not None:
+        probe = dg.define_asset_job("__run_config_selection", selection=selection)
+        defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[probe]))
+        job_name = probe.name
     return {node.name for node in defs.resolve_job_def(job_name).graph.nodes}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--job", required=True)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--job", help="a job of the code location (main, kg, ...)")
+    target.add_argument("--select", help="an asset selection, as `dagster asset materialize "
+                        "--select` takes it")
     parser.add_argument("files", nargs="*")
     args = parser.parse_args(argv)
     try:
@@ -65,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    yaml.safe_dump(for_nodes(config, job_nodes(args.job)), sys.stdout, sort_keys=False)
+    yaml.safe_dump(for_nodes(config, job_nodes(args.job, args.select)), sys.stdout,
+                   sort_keys=False)
     return 0
 
 

@@ -56,3 +56,13 @@ def test_cli_output_is_accepted_by_the_kg_job():
     assert result.success, result.errors
     assert not process_config(job.run_config_schema.config_type,
                               load_configs([str(ROOT / "configs" / "offline.yaml")])).success
+
+
+def test_an_asset_selection_gets_the_config_of_its_ops():
+    from pipeline.run_config import job_nodes
+
+    nodes = job_nodes(selection="*neighbor_sequences")
+    assert {"source_files", "dataset_tables", "split", "knowledge_graph",
+            "neighbor_sequences"} <= nodes
+    config = for_nodes(load_configs([str(ROOT / "configs" / "offline.yaml")]), nodes)
+    assert set(config["ops"]) == {"source_files", "knowledge_graph"}
