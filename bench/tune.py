@@ -89,6 +89,25 @@ def read_ledger(path: Path) -> dict[str, dict]:
     return trials
 
 
+def find_trial(done: dict[str, dict], settings: TrainSettings) -> dict | None:
+    """The ledger's record of these settings: same hash, or — for records written before a
+    setting was added to TrainSettings — equal on every recorded setting, with the new ones
+    at their defaults (so a new field does not make every finished trial run again)."""
+    if settings.config_hash() in done:
+        return done[settings.config_hash()]
+    current = settings.to_dict()
+    defaults = TrainSettings(variant=settings.variant).to_dict()
+    ignored = {"evaluate_test", "device", "eval_chunk"}
+    for record in reversed(list(done.values())):
+        stored = record.get("settings", {})
+        if stored.get("variant") != settings.variant:
+            continue
+        if all(current[k] == v for k, v in stored.items() if k in current and k not in ignored) \
+                and all(current[k] == defaults[k] for k in current.keys() - stored.keys()):
+            return record
+    return None
+
+
 def append_ledger(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
@@ -185,10 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = TrainSettings.from_dict(
             {**fixed, **params, "variant": args.variant, "evaluate_test": False})
         key = settings.config_hash()
-        if key in done:
+        found = find_trial(done, settings)
+        if found is not None:
             print(f"trial {number}: {params} already in {ledger.name}: "
-                  f"valid recall@20 {done[key]['valid']['recall@20']:.4f}", flush=True)
-            trials.append(done[key])
+                  f"valid recall@20 {found['valid']['recall@20']:.4f}", flush=True)
+            trials.append(found)
             continue
         print(f"trial {number}/{len(configs)}: {params}", flush=True)
         result = train(settings, data, out_root / key, resume=True,
@@ -229,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     # the one test evaluation: resume the chosen trial (finished: its loop is skipped), load its
     # best epoch and evaluate the test split
     settings = TrainSettings.from_dict(chosen["settings"] | {"evaluate_test": True})
-    result = train(settings, data, out_root / chosen["config_hash"], resume=True,
+    result = train(settings, data, out_root / settings.config_hash(), resume=True,
                    log=lambda m: print(m, flush=True))
     record = {**chosen, "test": result.test, "tested_at":
               time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "chosen": True}

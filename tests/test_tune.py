@@ -130,3 +130,18 @@ def test_cold_start_bench_holds_out_whole_items(tmp_path, capsys):
     store = RunStore(Warehouse(tmp_path / "warehouse.duckdb", lake))
     runs = store.warehouse.query("SELECT dataset, source FROM training_runs").to_pylist()
     assert runs == [{"dataset": f"{DATASET}/cold_items", "source": "cold"}]
+
+
+def test_a_trial_recorded_before_a_new_setting_existed_is_still_found():
+    from model.train import TrainSettings
+
+    tune = _tune()
+    settings = TrainSettings(variant="lightgcn", lr=0.01)
+    old = {k: v for k, v in settings.to_dict().items() if k not in ("cold_items",
+                                                                    "negative_items")}
+    done = {"oldhash": {"settings": old, "variant": "lightgcn", "valid": {"recall@20": 0.2}}}
+    assert tune.find_trial(done, settings) is done["oldhash"]
+    # a new setting at a non-default value is another configuration
+    assert tune.find_trial(done, TrainSettings(variant="lightgcn", lr=0.01,
+                                               negative_items="train")) is None
+    assert tune.find_trial(done, TrainSettings(variant="lightgcn", lr=0.005)) is None
