@@ -127,7 +127,7 @@ def report(ledger: Path) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for study in dict.fromkeys(r["study"] for r in records):
         mine = [r for r in records if r["study"] == study]
-        trials = {r["config_hash"] for r in mine}
+        trials = {json.dumps(r["params"], sort_keys=True) for r in mine}  # configurations
         chosen = [r for r in mine if r.get("chosen")]
         if not chosen:
             best = choose(list({r["config_hash"]: r for r in mine}.values()))
