@@ -32,10 +32,10 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 
-from bench.common import parse_settings  # noqa: E402
+from bench.common import lake_tables, parse_settings, run_store  # noqa: E402
 from datasources.split import SPLIT_NAMES, split_cold_items  # noqa: E402
 from model.content import ContentSimilarity  # noqa: E402
-from model.data import build_data, read_lake_tables  # noqa: E402
+from model.data import build_data  # noqa: E402
 from model.evaluate import evaluate, evaluate_slices  # noqa: E402
 from model.recommenders import VARIANTS  # noqa: E402
 from model.report import metric_rows, new_run_id, run_row  # noqa: E402
@@ -67,10 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     data_dir = Path(args.data_dir or os.environ.get("KG4REC_DATA_DIR", "data")).absolute()
-    try:
-        tables = read_lake_tables(data_dir, args.dataset)
-    except FileNotFoundError as exc:
-        print(f"error: the lake tables are missing: {exc}", file=sys.stderr)
+    tables = lake_tables(data_dir, args.dataset)
+    if tables is None:
         return 2
     tables["split"] = cold_split_table(tables["split"], args.fraction, args.seed)
     tables["neighbor_sequences"] = None  # BFS again over the cold split's train pairs
@@ -83,10 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     fixed = parse_settings(args.set)
     store = None
     if not args.no_warehouse:
-        from warehouse import Lake, Warehouse
-        from warehouse.runs import RunStore
-
-        store = RunStore(Warehouse(data_dir / "warehouse.duckdb", Lake(data_dir)))
+        store = run_store(data_dir)
     rows = []
     for variant in args.variants:
         if variant == "content":

@@ -22,3 +22,24 @@ def parse_settings(items: list[str]) -> dict:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         out[key] = parse_value(value)
     return out
+
+
+def lake_tables(data_dir, dataset: str) -> dict | None:
+    """The lake tables of a dataset, or None after printing how to create them (exit code 2)."""
+    import sys
+
+    from model.data import read_lake_tables
+
+    try:
+        return read_lake_tables(data_dir, dataset)
+    except FileNotFoundError as exc:
+        print(f"error: the lake tables are missing: {exc}", file=sys.stderr)
+        return None
+
+
+def run_store(data_dir):
+    """The warehouse's run tables (DuckDB is imported only where runs are recorded)."""
+    from warehouse.cli import open_warehouse
+    from warehouse.runs import RunStore
+
+    return RunStore(open_warehouse(data_dir))

@@ -42,8 +42,8 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere, without installi
 
 import torch  # noqa: E402
 
-from bench.common import parse_settings, parse_value  # noqa: E402
-from model.data import build_data, read_lake_tables  # noqa: E402
+from bench.common import lake_tables, parse_settings, parse_value, run_store  # noqa: E402
+from model.data import build_data  # noqa: E402
 from model.recommenders import VARIANTS  # noqa: E402
 from model.report import code_version, metric_rows, new_run_id, run_row  # noqa: E402
 from model.train import TrainSettings, train  # noqa: E402
@@ -185,18 +185,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(list(itertools.product(*grid.values())))} (budget {args.budget})", flush=True)
 
     data_dir = Path(args.data_dir or os.environ.get("KG4REC_DATA_DIR", "data")).absolute()
-    try:
-        data = build_data(read_lake_tables(data_dir, args.dataset))
-    except FileNotFoundError as exc:
-        print(f"error: the lake tables are missing: {exc}", file=sys.stderr)
+    tables = lake_tables(data_dir, args.dataset)
+    if tables is None:
         return 2
+    data = build_data(tables)
     done = read_ledger(ledger)
     store = None
     if not args.no_warehouse:
-        from warehouse import Lake, Warehouse  # DuckDB only where the runs are recorded
-        from warehouse.runs import RunStore
-
-        store = RunStore(Warehouse(data_dir / "warehouse.duckdb", Lake(data_dir)))
+        store = run_store(data_dir)
     out_root = data_dir / "models" / "tune" / args.dataset / args.variant
 
     trials = []

@@ -34,8 +34,8 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere, without installi
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from bench.common import parse_settings  # noqa: E402
-from model.data import build_data, read_lake_tables  # noqa: E402
+from bench.common import lake_tables, parse_settings, run_store  # noqa: E402
+from model.data import build_data  # noqa: E402
 from model.recommenders import VARIANTS  # noqa: E402
 from model.report import metric_rows, new_run_id, run_row  # noqa: E402
 from model.train import TrainSettings, train  # noqa: E402
@@ -79,10 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     data_dir = Path(args.data_dir or os.environ.get("KG4REC_DATA_DIR", "data")).absolute()
-    try:
-        tables = read_lake_tables(data_dir, args.dataset)
-    except FileNotFoundError as exc:
-        print(f"error: the lake tables are missing: {exc}", file=sys.stderr)
+    tables = lake_tables(data_dir, args.dataset)
+    if tables is None:
         return 2
     missing = [n for n in ("kg_triples", "clip_features", "neighbor_sequences")
                if tables.get(n) is None]
@@ -98,10 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     cli = parse_settings(args.set)
     store = None
     if not args.no_warehouse:
-        from warehouse import Lake, Warehouse  # DuckDB only where the runs are recorded
-        from warehouse.runs import RunStore
-
-        store = RunStore(Warehouse(data_dir / "warehouse.duckdb", Lake(data_dir)))
+        store = run_store(data_dir)
     out_root = Path(args.out) if args.out else data_dir / "models" / "bench"
     rows = []
     for variant in args.variants:

@@ -306,7 +306,6 @@ class ModalAttention(nn.Module):
                 weights[m] = w  # (B, Lq, sum of key lengths), sources in `sources` order
         return out, weights
 
-
     def packed(self, h: dict[str, torch.Tensor], tokens: PackedTokens,
                route: dict[str, tuple[str, ...]], last: bool) -> dict[str, torch.Tensor]:
         """:meth:`forward` on kept tokens (see :class:`PackedTokens`): (T_m, d) in, and out
@@ -363,7 +362,6 @@ class FusionBlock(nn.Module):
             y = self.norm1[m]((xm[:, :1] if first_only else xm) + self.drop(h[m]))
             out[m] = self.norm2[m](y + self.drop(self.ffn[m](y)))
         return out, weights
-
 
     def packed(self, h: dict[str, torch.Tensor], tokens: PackedTokens, last: bool
                ) -> dict[str, torch.Tensor]:

@@ -530,14 +530,12 @@ def train(
     model.eval()
     with torch.no_grad():
         reps = model()
-    test = (evaluate(model, data, "test", chunk_users=settings.eval_chunk, representations=reps)
-            if settings.evaluate_test else {})
-    best_valid = evaluate(model, data, "valid", chunk_users=settings.eval_chunk,
-                          representations=reps)
-    # popularity and activity slices of the same ranking (docs/MODEL.md, "Slices")
+    # one ranking pass per split: the whole ("all") and its popularity/activity slices
     slices = {split: evaluate_slices(model, data, split, chunk_users=settings.eval_chunk,
                                      representations=reps)
               for split in (("valid", "test") if settings.evaluate_test else ("valid",))}
+    test = slices["test"]["all"] if settings.evaluate_test else {}
+    best_valid = slices["valid"]["all"]
     epochs_run = len(state["history"])
     result = TrainResult(
         settings=settings.to_dict(), config_hash=settings.config_hash(), device=str(device),

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -14,16 +11,13 @@ from model.data import build_data
 from model.recommenders import build_model
 from model.synthetic import synthetic_tables
 from model.train import TrainSettings
+from tests.support.bench import load_bench
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _train_speed():
-    path = Path(__file__).resolve().parents[1] / "bench" / "train_speed.py"
-    spec = importlib.util.spec_from_file_location("bench_train_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("train_speed")
 
 
 def _matmul_attention(q, k, v, mask, dropout):

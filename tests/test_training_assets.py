@@ -19,6 +19,7 @@ from model.recommenders import VARIANTS
 from model.synthetic import synthetic_tables
 from model.train import TrainSettings
 from pipeline.resources import LakeResource, WarehouseResource
+from tests.support.bench import load_bench
 from warehouse import Lake, Warehouse
 from warehouse.runs import RunStore
 
@@ -118,14 +119,7 @@ def test_every_variant_through_the_assets(tmp_path):
 
 
 def _bench_variants():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "variants.py"
-    spec = importlib.util.spec_from_file_location("bench_variants", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("variants")
 
 
 def test_bench_variants_says_clearly_when_the_lake_is_missing(tmp_path, capsys):
