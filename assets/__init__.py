@@ -1,8 +1,6 @@
-"""Thin Dagster assets, one module per pipeline stage (ingest, kg, media, features, ...).
+"""The Dagster layer: every asset, asset check, run config and resource, one module per stage.
 
-``pipeline`` (the Definitions) imports these modules and they import ``pipeline.config`` /
-``pipeline.resources``; importing ``pipeline`` first here keeps that cycle well-ordered when a
-caller (a test, a notebook) imports an asset module directly.
+``pipeline`` (the floor above) builds the one ``Definitions`` from these modules; nothing here
+imports ``pipeline``, and the pure packages below (``datasources``, ``features``, ``model``,
+``warehouse``) import nothing from Dagster.
 """
-
-import pipeline  # noqa: F401  (see above: must come before any assets.* module)

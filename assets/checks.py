@@ -5,8 +5,8 @@ import dagster as dg
 from pydantic import Field
 
 from assets.metadata import check_result
+from assets.resources import LakeResource
 from datasources.validate import check_id_table, check_pairs, check_split
-from pipeline.resources import LakeResource
 
 
 @dg.asset_check(asset="users", blocking=True, description="user_id contiguous and unique; user_key unique; no nulls.")

@@ -14,10 +14,9 @@ import numpy as np
 from pydantic import Field
 
 from assets.metadata import check_result, markdown_table, stats_markdown, table_metadata
+from assets.partitions import dataset_partitions
+from assets.resources import EncoderResource, LakeResource, WarehouseResource
 from features.encode import IMAGE, TEXT, encode_features, plan_contents, validate_features
-from features.encoders import EncoderSettings, ImageEncoder, TextEncoder, load_encoders
-from pipeline.partitions import dataset_partitions
-from pipeline.resources import LakeResource, WarehouseResource
 
 GROUP = "features"
 OWNERS = ["team:ml"]
@@ -43,34 +42,6 @@ class FeaturesConfig(dg.Config):
     dtype: str | None = Field(default=None, description="auto | bf16 | fp16 | fp32 (autocast; auto = bf16 on CUDA).")
     device: str | None = Field(default=None, description="auto | cpu | cuda | cuda:N.")
     reencode: bool = Field(default=False, description="Ignore the previous table and encode everything again.")
-
-
-class EncoderResource(dg.ConfigurableResource):
-    """Where encoder weights come from and the hardware that runs them."""
-
-    device: str = "auto"
-    dtype: str = "auto"
-    batch_size: int | None = None
-    num_workers: int | None = Field(default=None, description="Image decode processes; default: all cores on CUDA.")
-    gpu_decode: bool = Field(default=True, description="nvJPEG decoding when torchvision and CUDA are present.")
-    jpeg_draft: bool = Field(default=False, description="PIL DCT-domain downscaling: faster, not bit-exact CLIP preprocessing.")
-    cache_dir: str | None = Field(default=None, description="Hugging Face cache; default HF_HOME's.")
-    offline: bool | None = Field(default=None, description="Load from the cache only; default: HF_HUB_OFFLINE.")
-
-    def settings(self, config: FeaturesConfig | None = None) -> EncoderSettings:
-        return EncoderSettings(
-            device=(config and config.device) or self.device,
-            dtype=(config and config.dtype) or self.dtype,
-            batch_size=(config and config.batch_size) or self.batch_size,
-            num_workers=self.num_workers,
-            gpu_decode=self.gpu_decode,
-            jpeg_draft=self.jpeg_draft,
-            cache_dir=self.cache_dir,
-            offline=self.offline,
-        )
-
-    def load(self, config: FeaturesConfig, log=None) -> tuple[ImageEncoder | None, TextEncoder | None]:
-        return load_encoders(config.image_model, config.text_model, self.settings(config), config.revision, log)
 
 
 @dg.asset(

@@ -16,11 +16,11 @@ import pandas as pd
 from pydantic import Field
 
 from assets.metadata import check_result, stats_markdown, table_metadata
+from assets.partitions import dataset_partitions
+from assets.resources import HttpResource, LakeResource, WarehouseResource
 from datasources.fetch import resolve_location
 from datasources.kg.build import KGBuildOptions, build_kg, validate_kg
 from datasources.kg.sources import DEFAULT_KG_SOURCES, KGSource, load_kg_sources
-from pipeline.partitions import dataset_partitions
-from pipeline.resources import HttpResource, LakeResource, WarehouseResource
 
 GROUP = "kg"
 OWNERS = ["team:data"]

@@ -21,6 +21,8 @@ import pandas as pd
 from pydantic import Field
 
 from assets.metadata import check_result, stats_markdown, table_metadata
+from assets.partitions import dataset_partitions
+from assets.resources import HttpResource, LakeResource, WarehouseResource
 from datasources.http import HttpClient
 from datasources.media import (
     DATASET_DEFAULTS,
@@ -38,8 +40,6 @@ from datasources.media import (
     media_table,
     summarize_media,
 )
-from pipeline.partitions import dataset_partitions
-from pipeline.resources import HttpResource, LakeResource, WarehouseResource
 
 GROUP = "media"
 OWNERS = ["team:data"]

@@ -13,6 +13,8 @@ from matplotlib.figure import Figure
 from pydantic import Field
 
 from assets.metadata import check_result, png_markdown, stats_markdown, table_metadata
+from assets.partitions import dataset_partitions
+from assets.resources import LakeResource, WarehouseResource
 from model.graph import build_collaborative_kg
 from model.neighbors import (
     DEFAULT_SEQUENCE_LENGTH,
@@ -20,8 +22,6 @@ from model.neighbors import (
     bfs_neighbor_sequences,
     sequence_stats,
 )
-from pipeline.partitions import dataset_partitions
-from pipeline.resources import LakeResource, WarehouseResource
 
 GROUP = "neighbors"
 OWNERS = ["team:ml"]

@@ -25,6 +25,8 @@ import pandas as pd
 from pydantic import Field
 
 from assets.metadata import png_markdown, stats_markdown, table_metadata
+from assets.partitions import dataset_partitions
+from assets.resources import LakeResource, WarehouseResource
 from model.data import OPTIONAL_TABLES, REQUIRED_TABLES, RecData, build_data
 from model.recommenders import FUSION_VARIANTS, VARIANTS
 from model.report import (
@@ -36,8 +38,6 @@ from model.report import (
     run_row,
 )
 from model.train import KG_LOSS_MODES, PRESETS, TrainSettings, load_model, train
-from pipeline.partitions import dataset_partitions
-from pipeline.resources import LakeResource, WarehouseResource
 from warehouse.runs import RunStore
 
 GROUP = "training"

@@ -10,8 +10,8 @@ from assets.ingest import dataset_tables, source_files, split
 from assets.kg import KG_CHECKS, knowledge_graph
 from assets.media import MEDIA_ASSETS, MEDIA_CHECKS
 from assets.neighbors import NEIGHBOR_CHECKS, neighbor_sequences
+from assets.resources import HttpResource, LakeResource, WarehouseResource
 from assets.training import TRAINING_ASSETS
-from pipeline.resources import HttpResource, LakeResource, WarehouseResource
 
 INGEST_ASSETS = [source_files, dataset_tables, split]
 KG_ASSETS = [knowledge_graph]

@@ -61,8 +61,8 @@ def test_there_is_a_job_per_stage():
 def test_one_table_of_a_multi_asset_materializes_alone(tmp_path):
     """`--select neighbor_sequences`: the sequences are written, the edge table is not."""
     from assets.neighbors import neighbor_sequences
+    from assets.resources import LakeResource, WarehouseResource
     from model.synthetic import synthetic_tables
-    from pipeline.resources import LakeResource, WarehouseResource
     from warehouse import Lake
 
     lake = Lake(tmp_path)

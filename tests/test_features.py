@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from assets.features import EncoderResource, FeaturesConfig, clip_features, clip_features_valid
+from assets.resources import LakeResource, WarehouseResource
 from features import images as images_module
 from features.encode import (
     IMAGE,
@@ -37,7 +38,6 @@ from features.encoders import (
 )
 from features.images import GpuJpegBatches, ImageSpec, normalize_batch, pil_batches, preprocess_pil
 from features.synthetic import TINY_TEXT, TINY_VISION, save_random_clip
-from pipeline.resources import LakeResource, WarehouseResource
 from warehouse import Lake, Warehouse
 
 WORDS = ["the", "a", "of", "in", "alien", "space", "ship", "crew", "cowboy", "doll", "toy", "boy", "room",

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from assets.media import MediaConfig, item_media, item_media_failure_rate
-from pipeline.resources import HttpResource, LakeResource, WarehouseResource
+from assets.resources import HttpResource, LakeResource, WarehouseResource
 from tests.test_media_helpers import SECRET_OMDB, FakeMediaApis, jpeg_bytes, serve_image
 from warehouse import Lake, Warehouse
 

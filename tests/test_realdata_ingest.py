@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import yaml
 
-from assets.ingest import configured_variant
+from assets.ingest import IngestConfig, configured_variant
 from datasources.fetch import load_dataset, resolve_variant
 from datasources.http import HttpClient
 from datasources.split import split_interactions
 from datasources.validate import check_id_table, check_pairs
-from pipeline.config import IngestConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from assets.resources import LakeResource, WarehouseResource
 from assets.training import (
     TRAINING_ASSETS,
     TrainConfig,
@@ -18,7 +19,6 @@ from assets.training import (
 from model.recommenders import VARIANTS
 from model.synthetic import synthetic_tables
 from model.train import TrainSettings
-from pipeline.resources import LakeResource, WarehouseResource
 from tests.support.bench import load_bench
 from warehouse import Lake, Warehouse
 from warehouse.runs import RunStore

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
+from pydantic import Field
 
 from datasources.http import MIRROR_ENV, HttpClient, HttpSettings, parse_mirrors
+from features.encoders import EncoderSettings, ImageEncoder, TextEncoder, load_encoders
 from warehouse import Lake, Warehouse
+
+if TYPE_CHECKING:
+    from assets.features import FeaturesConfig
 
 DATA_DIR_ENV = "KG4REC_DATA_DIR"
 
@@ -82,3 +88,31 @@ class HttpResource(dg.ConfigurableResource):
     def client(self) -> HttpClient:
         cache = Path(self.cache_dir) if self.cache_dir else default_data_dir() / "cache" / "downloads"
         return HttpClient(cache, self.settings())
+
+
+class EncoderResource(dg.ConfigurableResource):
+    """Where encoder weights come from and the hardware that runs them."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int | None = None
+    num_workers: int | None = Field(default=None, description="Image decode processes; default: all cores on CUDA.")
+    gpu_decode: bool = Field(default=True, description="nvJPEG decoding when torchvision and CUDA are present.")
+    jpeg_draft: bool = Field(default=False, description="PIL DCT-domain downscaling: faster, not bit-exact CLIP preprocessing.")
+    cache_dir: str | None = Field(default=None, description="Hugging Face cache; default HF_HOME's.")
+    offline: bool | None = Field(default=None, description="Load from the cache only; default: HF_HUB_OFFLINE.")
+
+    def settings(self, config: FeaturesConfig | None = None) -> EncoderSettings:
+        return EncoderSettings(
+            device=(config and config.device) or self.device,
+            dtype=(config and config.dtype) or self.dtype,
+            batch_size=(config and config.batch_size) or self.batch_size,
+            num_workers=self.num_workers,
+            gpu_decode=self.gpu_decode,
+            jpeg_draft=self.jpeg_draft,
+            cache_dir=self.cache_dir,
+            offline=self.offline,
+        )
+
+    def load(self, config: FeaturesConfig, log=None) -> tuple[ImageEncoder | None, TextEncoder | None]:
+        return load_encoders(config.image_model, config.text_model, self.settings(config), config.revision, log)
