@@ -75,7 +75,11 @@ def candidates(grid: dict[str, list], budget: int, seed: int) -> list[dict]:
 
 
 def read_ledger(path: Path) -> dict[str, dict]:
-    """Finished trials by settings hash (the last record of a hash wins)."""
+    """Finished trials by settings hash (the last record of a hash wins).
+
+    The ledger is append-only: a trial whose budget was not the one the others had (e.g. cut
+    by its time cap while other jobs shared the CPU) is withdrawn by a later ``void`` record of
+    its hash (``--void HASH --reason ...``) and runs again; both records stay as evidence."""
     trials: dict[str, dict] = {}
     if path.is_file():
         for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -85,7 +89,10 @@ def read_ledger(path: Path) -> dict[str, dict]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{number}: not a JSON line ({exc})") from exc
-            trials[record["config_hash"]] = record
+            if record.get("void"):
+                trials.pop(record["config_hash"], None)
+            else:
+                trials[record["config_hash"]] = record
     return trials
 
 
@@ -114,6 +121,19 @@ def append_ledger(path: Path, record: dict) -> None:
         handle.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+def void_trial(ledger: Path, config_hash: str, reason: str) -> int:
+    record = read_ledger(ledger).get(config_hash)
+    if record is None:
+        print(f"error: no finished trial {config_hash} in {ledger}", file=sys.stderr)
+        return 2
+    append_ledger(ledger, {"study": record["study"], "dataset": record["dataset"],
+                           "variant": record["variant"], "trial": record["trial"],
+                           "config_hash": config_hash, "void": reason, "voided_at":
+                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    print(f"voided trial {record['trial']} of {record['study']} ({config_hash}): {reason}")
+    return 0
+
+
 def choose(trials: list[dict]) -> dict:
     """Best validation Recall@20; ties go to the cheaper (fewer seconds) trial."""
     return max(trials, key=lambda t: (t["valid"]["recall@20"], -t["seconds"]))
@@ -121,7 +141,7 @@ def choose(trials: list[dict]) -> dict:
 
 def report(ledger: Path) -> str:
     """Markdown: per study, the trials run, the chosen settings, its validation and test."""
-    records = [json.loads(line) for line in ledger.read_text().splitlines() if line.strip()]
+    records = list(read_ledger(ledger).values())
     lines = ["| study | variant | trials | chosen (validation) | valid Recall@20 | "
              "test Recall@20 | NDCG@20 | MRR@20 | best epoch | s/epoch |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -130,7 +150,7 @@ def report(ledger: Path) -> str:
         trials = {json.dumps(r["params"], sort_keys=True) for r in mine}  # configurations
         chosen = [r for r in mine if r.get("chosen")]
         if not chosen:
-            best = choose(list({r["config_hash"]: r for r in mine}.values()))
+            best = choose(mine)
             lines.append(f"| {study} | {best['variant']} | {len(trials)} | (search open) best so "
                          f"far {best['params']} | {best['valid']['recall@20']:.4f} | – | – | – | "
                          f"{best['best_epoch']} | {best['seconds_per_epoch']:.1f} |")
@@ -162,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ledger", default=None, help="default bench/results/tuning/<dataset>.jsonl")
     parser.add_argument("--no-test", action="store_true", help="choose, but do not test")
     parser.add_argument("--no-warehouse", action="store_true", help="do not record the runs")
+    parser.add_argument("--void", metavar="CONFIG_HASH",
+                        help="withdraw a finished trial (it runs again next time); needs --reason")
+    parser.add_argument("--reason", help="why the trial is withdrawn (kept in the ledger)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     ledger = Path(args.ledger) if args.ledger else LEDGER_DIR / f"{args.dataset}.jsonl"
@@ -171,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(report(ledger))
         return 0
+    if args.void:
+        if not args.reason:
+            parser.error("--void needs --reason")
+        return void_trial(ledger, args.void, args.reason)
     if args.variant is None:
         parser.error("--variant is required (unless --report)")
 

@@ -134,3 +134,22 @@ def test_a_trial_recorded_before_a_new_setting_existed_is_still_found():
     assert tune.find_trial(done, TrainSettings(variant="lightgcn", lr=0.01,
                                                negative_items="train")) is None
     assert tune.find_trial(done, TrainSettings(variant="lightgcn", lr=0.005)) is None
+
+
+def test_a_voided_trial_leaves_the_search_and_runs_again(tmp_path, capsys):
+    tune = _tune()
+    ledger = tmp_path / "ml-1m.jsonl"
+    trial = {"study": "full", "dataset": "ml-1m", "variant": "full", "trial": 1,
+             "config_hash": "abc", "params": {"lr": 0.01}, "valid": {"recall@20": 0.2},
+             "seconds": 10.0, "best_epoch": 3, "seconds_per_epoch": 1.0}
+    tune.append_ledger(ledger, trial)
+    assert tune.main(["--dataset", "ml-1m", "--ledger", str(ledger), "--void", "abc",
+                      "--reason", "time-capped under contention"]) == 0
+    assert tune.read_ledger(ledger) == {}
+    lines = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert lines[0] == trial and lines[1]["void"] == "time-capped under contention"  # kept
+    assert tune.main(["--dataset", "ml-1m", "--ledger", str(ledger), "--void", "abc",
+                      "--reason", "again"]) == 2
+    assert "no finished trial abc" in capsys.readouterr().err
+    tune.append_ledger(ledger, trial | {"valid": {"recall@20": 0.25}})  # the rerun counts
+    assert tune.read_ledger(ledger)["abc"]["valid"]["recall@20"] == 0.25
