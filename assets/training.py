@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from assets.config_schema import config_fields, to_settings
 from assets.metadata import png_markdown, stats_markdown, table_metadata
 from assets.partitions import dataset_partitions
 from assets.resources import LakeResource, WarehouseResource
+from model.config import FUSION_VARIANTS, TrainSettings
 from model.data import OPTIONAL_TABLES, REQUIRED_TABLES, RecData, build_data
-from model.recommenders import FUSION_VARIANTS, VARIANTS
 from model.report import (
     code_version,
     metric_rows,
@@ -37,7 +38,7 @@ from model.report import (
     recommendation_frame,
     run_row,
 )
-from model.train import KG_LOSS_MODES, PRESETS, TrainSettings, load_model, train
+from model.train import load_model, train
 from warehouse.runs import RunStore
 
 GROUP = "training"
@@ -46,54 +47,14 @@ INPUT_DEPS = ["split", "entities", "relations", "kg_triples", "clip_features",
               "neighbor_sequences"]
 
 
-class TrainConfig(dg.Config):
-    """Stage 6 — one training run (defaults: the paper's settings where it gives them)."""
+class TrainConfig(config_fields(TrainSettings, dg.Config)):
+    """Stage 6 — one training run: every field of ``model.config.TrainSettings`` (defaults: the
+    paper's settings where it gives them), plus whether to resume."""
 
-    variant: str = Field(default="full", description=f"One of {list(VARIANTS)}.")
-    preset: str | None = Field(default=None, description=f"Named bundle of settings, one of {sorted(PRESETS)}: 'paper' = the published model without our additions (docs/MODEL.md). Fields set to non-default values win.")
-    epochs: int = Field(default=200, description="Maximum epochs (each covers every train pair).")
-    batch_size: int = Field(default=2048, description="BPR triples per step (paper grid: 1024/5120/10240).")
-    lr: float = Field(default=5e-3, description="Adam learning rate (paper grid 1e-4 … 1e-2).")
-    reg: float = Field(default=1e-5, description="λ of λ‖θ‖² on the batch's layer-0 embeddings.")
-    kg_l2: float = Field(default=1e-5, description="L2 weight inside the TransR loss.")
-    kg_loss: str | None = Field(default=None, description=f"How L_KG joins L_CF: {list(KG_LOSS_MODES)}. Default: joint where KG embeddings reach the score (graph=ckg, cke), else none.")
-    embed_dim: int = Field(default=64, description="ID / modality embedding size.")
-    relation_dim: int = Field(default=64, description="TransR relation space size k.")
-    layer_sizes: list[int] = Field(default_factory=lambda: [64, 32, 16],
-                                   description="Output size of each propagation layer.")
-    mess_dropout: float = Field(default=0.1, description="Message dropout of the propagation.")
-    n_heads: int = Field(default=8, description="Attention heads of the Bi-Transformer.")
-    n_blocks: int = Field(default=3, description="Cross-modal blocks of the Bi-Transformer.")
-    intra_layers: int = Field(default=1, description="Intra-modal (visual/text transformer) layers.")
-    ffn_dim: int = Field(default=128, description="Hidden size of the transformer FFN.")
-    attn_dropout: float = Field(default=0.0, description="Dropout inside the Bi-Transformer.")
-    seq_len: int | None = Field(default=None, description="Positions of each S_i used (None: all).")
-    content_gate: float = Field(default=0.1, description="Initial scale of fused content in the seed.")
-    normalize_layers: bool = Field(default=False, description="L2-normalise each propagation layer (KGAT code).")
-    aggregator_init: str = Field(default="identity", description="Bi-Interaction init: identity (W1=I, W2=0) or xavier (KGAT).")
-    segment_init: bool = Field(default=True, description="Xavier per block (items/entities/users) of the node table.")
-    align_weight: float = Field(default=0.01, description="Weight of the ID-content contrastive alignment (InfoNCE).")
-    align_temperature: float = Field(default=0.2, description="Temperature of the alignment InfoNCE.")
-    align_max_rows: int = Field(default=2048, description="InfoNCE over at most this many items (users) per step (a seeded sample).")
-    graph: str | None = Field(default=None, description="Propagation graph: ckg (collaborative KG, paper) or interactions (user-item). Default: per variant (docs/MODEL.md).")
-    aggregator: str | None = Field(default=None, description="bi: Bi-Interaction layers (paper); light: LightGCN-style mean of layers. Default: per variant.")
-    edge_weight: str | None = Field(default=None, description="attention: knowledge-aware π softmax (paper); symmetric: D^-1/2 A D^-1/2. Default: per variant.")
-    patience: int = Field(default=10, description="Early stopping: evaluations without a better valid Recall@20.")
-    eval_every: int = Field(default=1, description="Validate every this many epochs.")
-    seed: int = Field(default=2020, description="Seed of initialisation, sampling and dropout.")
-    device: str = Field(default="auto", description="auto (cuda when available), cpu or cuda.")
-    deterministic: bool = Field(default=False, description="torch deterministic algorithms.")
-    max_users_eval: int | None = Field(default=None, description="Cap on validation users (test uses all).")
-    eval_chunk: int = Field(default=2048, description="Users scored per chunk on the device.")
-    max_seconds: float | None = Field(default=None, description="Training time cap (keeps the best epoch).")
-    cold_items: str = Field(default="propagated", description="Items without a train pair: 'propagated' (the graph's output) or 'content' (their aligned content view; needs the light aggregator and align_weight > 0).")
-    negative_items: str = Field(default="all", description="BPR negatives drawn from 'all' items or only 'train' items (items with a train pair: the catalogue at training time; use it for cold-item splits).")
-    precision: str = Field(default="auto", description="bf16 autocast of the matmuls: auto (CUDA with bf16; CPUs with native bf16 for the fusion variants), bf16 (wherever possible), fp32.")
-    evaluate_test: bool = Field(default=True, description="Evaluate the best epoch on the test split (False: validation only, for searches).")
     resume: bool = Field(default=True, description="Continue an interrupted run with the same config.")
 
     def settings(self) -> TrainSettings:
-        return TrainSettings.from_dict(self.model_dump())
+        return to_settings(TrainSettings, self)
 
 
 class OutputConfig(dg.Config):

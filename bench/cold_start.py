@@ -34,12 +34,12 @@ import torch  # noqa: E402
 
 from bench.common import lake_tables, parse_settings, run_store  # noqa: E402
 from datasources.split import SPLIT_NAMES, split_cold_items  # noqa: E402
+from model.config import VARIANTS, TrainSettings  # noqa: E402
 from model.content import ContentSimilarity  # noqa: E402
 from model.data import build_data  # noqa: E402
 from model.evaluate import evaluate, evaluate_slices  # noqa: E402
-from model.recommenders import VARIANTS  # noqa: E402
 from model.report import metric_rows, new_run_id, run_row  # noqa: E402
-from model.train import TrainSettings, train  # noqa: E402
+from model.train import train  # noqa: E402
 
 
 def cold_split_table(split: pa.Table, fraction: float, seed: int) -> pa.Table:

@@ -43,10 +43,10 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere, without installi
 import torch  # noqa: E402
 
 from bench.common import lake_tables, parse_settings, parse_value, run_store  # noqa: E402
+from model.config import VARIANTS, TrainSettings  # noqa: E402
 from model.data import build_data  # noqa: E402
-from model.recommenders import VARIANTS  # noqa: E402
 from model.report import code_version, metric_rows, new_run_id, run_row  # noqa: E402
-from model.train import TrainSettings, train  # noqa: E402
+from model.train import train  # noqa: E402
 
 LEDGER_DIR = ROOT / "bench" / "results" / "tuning"
 

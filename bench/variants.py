@@ -35,10 +35,10 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from bench.common import lake_tables, parse_settings, run_store  # noqa: E402
+from model.config import VARIANTS, TrainSettings  # noqa: E402
 from model.data import build_data  # noqa: E402
-from model.recommenders import VARIANTS  # noqa: E402
 from model.report import metric_rows, new_run_id, run_row  # noqa: E402
-from model.train import TrainSettings, train  # noqa: E402
+from model.train import train  # noqa: E402
 
 
 def tuned_settings(dataset: str, variant: str, ledger_dir: Path | None = None) -> dict:

@@ -27,12 +27,11 @@ to our propagation (LightGCN-style over the user-item graph, :data:`IMPROVED_PRO
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.config import FUSION_VARIANTS, ModelConfig
 from model.data import PAD, EdgeList, RecData, collaborative_edges
 from model.layers import (
     BiInteractionPropagation,
@@ -45,87 +44,6 @@ from model.layers import (
     knowledge_attention,
     normalized_bipartite,
 )
-
-VARIANTS: tuple[str, ...] = ("full", "kgat", "no_visual", "no_text", "t2v", "v2t",
-                             "bprmf", "lightgcn", "cke")
-#: Multi-KG4Rec variants: the modalities they use and the cross-attention mode.
-FUSION_VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
-    "full": (("visual", "text"), "bi"),
-    "no_visual": (("text",), "bi"),
-    "no_text": (("visual",), "bi"),
-    "t2v": (("visual", "text"), "t2v"),
-    "v2t": (("visual", "text"), "v2t"),
-}
-#: The paper's propagation (KGAT's): knowledge-aware attention + Bi-Interaction over the
-#: collaborative KG. The baseline ``kgat`` keeps it by default.
-PAPER_PROPAGATION = {"graph": "ckg", "aggregator": "bi", "edge_weight": "attention"}
-#: Ours, the default of the Multi-KG4Rec variants: LightGCN-style propagation over the
-#: user-item graph; the KG reaches the model through the fused BFS sequences (MODEL.md).
-IMPROVED_PROPAGATION = {"graph": "interactions", "aggregator": "light",
-                        "edge_weight": "symmetric"}
-
-
-def default_propagation(variant: str) -> dict[str, str]:
-    return dict(IMPROVED_PROPAGATION if variant in FUSION_VARIANTS else PAPER_PROPAGATION)
-
-
-#: Allowed values of the propagation settings (ModelConfig fields).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "graph": ("ckg", "interactions"),
-    "aggregator": ("bi", "light"),
-    "edge_weight": ("attention", "symmetric"),
-    "aggregator_init": ("identity", "xavier"),
-    "cold_items": ("propagated", "content"),
-}
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    variant: str = "full"
-    embed_dim: int = 64
-    relation_dim: int = 64
-    layer_sizes: tuple[int, ...] = (64, 32, 16)
-    mess_dropout: float = 0.1
-    n_heads: int = 8
-    n_blocks: int = 3
-    intra_layers: int = 1
-    ffn_dim: int = 128
-    attn_dropout: float = 0.0  # dropout on attention weights (4x slower attention on CPU)
-    seq_len: int | None = None  # first positions of each S_i to use (None: all)
-    max_hop: int = 4  # hop embeddings for 0..max_hop (deeper hops share the last one)
-    content_gate: float = 0.1  # initial scale of the fused content added to the ID seed
-    normalize_layers: bool = False  # KGAT L2-normalises each layer's output (see MODEL.md)
-    aggregator_init: str = "identity"  # W1 = I, W2 = 0 at the start; or "xavier" (KGAT)
-    segment_init: bool = True  # Xavier per block (items / entities / users) of the node table
-    align_weight: float = 0.01  # > 0: the trainer adds the ID-content InfoNCE (align_loss)
-    align_temperature: float = 0.2
-    # InfoNCE over at most this many rows per side (a seeded sample of the batch's items or
-    # users): bounds its O(rows²) cost at the large batches the paper's grid allows
-    align_max_rows: int = 2048
-    # items without a train pair: "propagated" (what the graph gives them: little, they have no
-    # user edge) or "content": their aligned content view W_m z_m(i), scaled to the mean norm
-    # of the warm items' representations (needs the light aggregator and align_weight > 0)
-    cold_items: str = "propagated"
-    # propagation (None: the variant's default, see default_propagation and MODEL.md)
-    graph: str | None = None  # "ckg": the collaborative KG (paper); "interactions": user-item
-    aggregator: str | None = None  # "bi": Bi-Interaction (paper); "light": LightGCN-style
-    edge_weight: str | None = None  # "attention": π softmax (paper); "symmetric": D^-½AD^-½
-
-    def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        for name, value in default_propagation(self.variant).items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, value)
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        object.__setattr__(self, "layer_sizes", tuple(int(s) for s in self.layer_sizes))
-        if not self.layer_sizes:
-            raise ValueError("layer_sizes must name at least one layer")
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "layer_sizes": list(self.layer_sizes)}
 
 
 def xavier_embedding(n: int, dim: int, segments: tuple[int, ...] = ()) -> nn.Embedding:

@@ -14,7 +14,6 @@ Checkpoints (``out_dir``), each written to a temporary file and renamed into pla
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -22,7 +21,7 @@ import random
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,134 +30,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from model.config import FUSION_VARIANTS, TrainSettings
 from model.data import RecData
 from model.evaluate import evaluate, evaluate_slices
-from model.recommenders import (
-    FUSION_VARIANTS,
-    VARIANTS,
-    ModelConfig,
-    Recommender,
-    build_model,
-    default_propagation,
-)
+from model.recommenders import Recommender, build_model
 
 CHECKPOINT_FORMAT = "kg4rec-checkpoint-1"
-KG_LOSS_MODES = ("joint", "alternate", "none")
-PRECISIONS = ("auto", "bf16", "fp32")
-MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
-
-
-#: ``preset: paper`` — the paper's model as published (section 4.2, Table 1 settings) with
-#: none of our additions: KGAT's propagation (knowledge-aware attention π + Bi-Interaction over
-#: the collaborative KG, Xavier-initialised W₁/W₂, no per-layer normalisation in the equations),
-#: outputs 64/32/16 concatenated, L_KG (TransR) trained jointly, a 3-block × 8-head
-#: Bi-Transformer, one Xavier table for all node ids, and no ID–content alignment loss. What the
-#: paper leaves open keeps the reading of docs/MODEL.md ("Ambiguities"): the content gate g_m,
-#: the type/hop position embeddings and the intra-modal layer.
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"graph": "ckg", "aggregator": "bi", "edge_weight": "attention",
-              "aggregator_init": "xavier", "normalize_layers": False, "segment_init": False,
-              "embed_dim": 64, "relation_dim": 64, "layer_sizes": (64, 32, 16),
-              "kg_loss": "joint", "n_blocks": 3, "n_heads": 8, "intra_layers": 1,
-              "align_weight": 0.0, "mess_dropout": 0.1},
-}
-
-
-@dataclass
-class TrainSettings:
-    """Every knob of one training run (the Dagster ``TrainConfig`` mirrors these fields)."""
-
-    variant: str = "full"
-    # a named bundle of settings (PRESETS); a field given a non-default value wins over it
-    preset: str | None = None
-    epochs: int = 200
-    batch_size: int = 2048
-    lr: float = 5e-3
-    reg: float = 1e-5  # λ of the BPR loss (on the batch's layer-0 embeddings)
-    kg_l2: float = 1e-5  # L2 of the TransR terms (KGAT)
-    # joint: L_CF + L_KG per step; alternate: KGAT's two phases; none. None: "joint" where the
-    # KG embeddings reach the score (graph="ckg", cke), else "none" (MODEL.md)
-    kg_loss: str | None = None
-    embed_dim: int = 64
-    relation_dim: int = 64
-    layer_sizes: tuple[int, ...] = (64, 32, 16)
-    mess_dropout: float = 0.1
-    n_heads: int = 8
-    n_blocks: int = 3
-    intra_layers: int = 1
-    ffn_dim: int = 128
-    attn_dropout: float = 0.0  # dropout on attention weights (4x slower attention on CPU)
-    seq_len: int | None = None
-    content_gate: float = 0.1
-    normalize_layers: bool = False
-    aggregator_init: str = "identity"
-    segment_init: bool = True
-    align_weight: float = 0.01  # weight of the ID-content contrastive alignment (MODEL.md)
-    align_temperature: float = 0.2
-    align_max_rows: int = 2048
-    cold_items: str = "propagated"  # "content": items without a train pair use their content
-    graph: str | None = None  # None: the variant's default (model.recommenders)
-    aggregator: str | None = None
-    edge_weight: str | None = None
-    patience: int = 10  # evaluations without a better validation Recall@20
-    eval_every: int = 1
-    seed: int = 2020
-    device: str = "auto"  # auto: cuda when available, else cpu
-    deterministic: bool = False
-    max_users_eval: int | None = None  # validation only; the test always uses every user
-    eval_chunk: int = 2048
-    max_seconds: float | None = None  # stop (keeping the best epoch) after this much training
-    negative_items: str = "all"  # BPR negatives from "all" items or the "train" items only
-    # bf16 autocast of the matmuls: "auto" = CUDA with bf16, and CPUs with native bf16 for the
-    # fusion variants (uses_bf16); "bf16" wherever possible; "fp32" never
-    precision: str = "auto"
-    # False: stop after the best validation epoch (hyperparameter search: the test split is
-    # read only for the configuration the search chooses)
-    evaluate_test: bool = True
-
-    def __post_init__(self) -> None:
-        self.layer_sizes = tuple(int(s) for s in self.layer_sizes)
-        if self.preset is not None:
-            if self.preset not in PRESETS:
-                raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
-            defaults = {f.name: f.default for f in fields(self)}
-            for name, value in PRESETS[self.preset].items():
-                if getattr(self, name) == defaults[name]:
-                    setattr(self, name, value)
-            self.layer_sizes = tuple(int(s) for s in self.layer_sizes)
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        # resolve the variant's defaults so that hashes and checkpoints name real values
-        for name, value in default_propagation(self.variant).items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        if self.kg_loss is None:
-            self.kg_loss = "none" if self.graph == "interactions" else "joint"
-        if self.kg_loss not in KG_LOSS_MODES:
-            raise ValueError(f"kg_loss must be one of {KG_LOSS_MODES}, got {self.kg_loss!r}")
-        if self.negative_items not in ("all", "train"):
-            raise ValueError(f"negative_items must be 'all' or 'train', got {self.negative_items!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
-            raise ValueError("epochs, batch_size and eval_every must be >= 1")
-
-    def model_config(self) -> ModelConfig:
-        return ModelConfig(**{k: v for k, v in asdict(self).items() if k in MODEL_FIELDS})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "layer_sizes": list(self.layer_sizes)}
-
-    def config_hash(self) -> str:
-        """Hash of everything that changes the result (not the device or the eval chunk)."""
-        keep = {k: v for k, v in self.to_dict().items()
-                if k not in ("device", "eval_chunk", "evaluate_test")}
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:12]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
 
 
 @dataclass

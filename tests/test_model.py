@@ -5,15 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from model.config import IMPROVED_PROPAGATION, PAPER_PROPAGATION, VARIANTS, ModelConfig
 from model.data import build_data, collaborative_edges
 from model.layers import ROUTES, BiTransformer, ModalAttention, PackedTokens, SparseMatrix
-from model.recommenders import (
-    IMPROVED_PROPAGATION,
-    PAPER_PROPAGATION,
-    VARIANTS,
-    ModelConfig,
-    build_model,
-)
+from model.recommenders import build_model
 from model.synthetic import synthetic_tables
 from model.train import kg_training_triples, sample_negatives
 

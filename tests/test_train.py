@@ -9,12 +9,12 @@ import torch
 
 import model.evaluate as model_evaluate
 import model.train
+from model.config import TrainSettings
 from model.data import build_data
 from model.evaluate import evaluate
 from model.recommenders import Recommender
 from model.synthetic import synthetic_tables
 from model.train import (
-    TrainSettings,
     is_member,
     load_checkpoint,
     load_model,

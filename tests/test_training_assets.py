@@ -16,9 +16,8 @@ from assets.training import (
     recommendations,
     trained_model,
 )
-from model.recommenders import VARIANTS
+from model.config import VARIANTS, TrainSettings
 from model.synthetic import synthetic_tables
-from model.train import TrainSettings
 from tests.support.bench import load_bench
 from warehouse import Lake, Warehouse
 from warehouse.runs import RunStore
@@ -29,13 +28,6 @@ TINY = {"epochs": 2, "batch_size": 256, "embed_dim": 16, "relation_dim": 8,
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def test_train_config_mirrors_the_trainer_settings():
-    settings_fields = set(TrainSettings.__dataclass_fields__)
-    config_fields = set(TrainConfig.model_fields) - {"resume"}
-    assert config_fields == settings_fields
-    assert TrainConfig().settings() == TrainSettings()
 
 
 def test_every_variant_through_the_assets(tmp_path):

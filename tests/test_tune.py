@@ -122,7 +122,7 @@ def test_cold_start_bench_holds_out_whole_items(tmp_path, capsys):
 
 
 def test_a_trial_recorded_before_a_new_setting_existed_is_still_found():
-    from model.train import TrainSettings
+    from model.config import TrainSettings
 
     tune = _tune()
     settings = TrainSettings(variant="lightgcn", lr=0.01)
