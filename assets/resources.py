@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field
 
+from assets.config_schema import config_fields, to_settings
 from datasources.http import MIRROR_ENV, HttpClient, HttpSettings, parse_mirrors
 from features.encoders import EncoderSettings, ImageEncoder, TextEncoder, load_encoders
 from warehouse import Lake, Warehouse
@@ -52,67 +53,37 @@ class WarehouseResource(dg.ConfigurableResource):
         return Warehouse(Path(self.database) if self.database else root / "warehouse.duckdb", Lake(root))
 
 
-class HttpResource(dg.ConfigurableResource):
+class HttpResource(config_fields(HttpSettings, dg.ConfigurableResource, exclude=("mirrors",))):
     """Every download goes through this client: retries, timeouts, cache, checksums, mirrors.
 
-    ``mirror`` (or the ``KG4REC_MIRROR`` environment variable) maps upstream URL prefixes to a
-    local directory or another base URL: ``"https://files.grouplens.org/=/srv/mirror/grouplens/"``,
+    Its fields are ``datasources.http.HttpSettings``'s, plus where the cache is and ``mirror``
+    (or the ``KG4REC_MIRROR`` environment variable), which maps upstream URL prefixes to a local
+    directory or another base URL: ``"https://files.grouplens.org/=/srv/mirror/grouplens/"``,
     several separated by ``;``, or one directory for every URL (``/srv/mirror`` then holds
     ``<host>/<path>``).
     """
 
-    mirror: str | None = None
-    cache_dir: str | None = None  # default: <data_dir>/cache/downloads
-    user_agent: str | None = None
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    retries: int = 5
-    backoff_factor: float = 0.5
-    max_retry_after: float = 120.0
-    progress: bool = True
+    mirror: str | None = Field(default=None, description="Mirrors (see above); default: $KG4REC_MIRROR.")
+    cache_dir: str | None = Field(default=None, description="Download cache; default <data_dir>/cache/downloads.")
 
     def settings(self) -> HttpSettings:
         mirrors = parse_mirrors(self.mirror if self.mirror is not None else os.environ.get(MIRROR_ENV))
-        kwargs = {"user_agent": self.user_agent} if self.user_agent else {}
-        return HttpSettings(
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            retries=self.retries,
-            backoff_factor=self.backoff_factor,
-            max_retry_after=self.max_retry_after,
-            progress=self.progress,
-            mirrors=mirrors,
-            **kwargs,
-        )
+        return to_settings(HttpSettings, self, mirrors=mirrors)
 
     def client(self) -> HttpClient:
         cache = Path(self.cache_dir) if self.cache_dir else default_data_dir() / "cache" / "downloads"
         return HttpClient(cache, self.settings())
 
 
-class EncoderResource(dg.ConfigurableResource):
-    """Where encoder weights come from and the hardware that runs them."""
-
-    device: str = "auto"
-    dtype: str = "auto"
-    batch_size: int | None = None
-    num_workers: int | None = Field(default=None, description="Image decode processes; default: all cores on CUDA.")
-    gpu_decode: bool = Field(default=True, description="nvJPEG decoding when torchvision and CUDA are present.")
-    jpeg_draft: bool = Field(default=False, description="PIL DCT-domain downscaling: faster, not bit-exact CLIP preprocessing.")
-    cache_dir: str | None = Field(default=None, description="Hugging Face cache; default HF_HOME's.")
-    offline: bool | None = Field(default=None, description="Load from the cache only; default: HF_HUB_OFFLINE.")
+class EncoderResource(config_fields(EncoderSettings, dg.ConfigurableResource, exclude=("normalize",))):
+    """Where encoder weights come from and the hardware that runs them (the fields of
+    ``features.encoders.EncoderSettings``); a run's ``FeaturesConfig`` may override device,
+    dtype and batch size."""
 
     def settings(self, config: FeaturesConfig | None = None) -> EncoderSettings:
-        return EncoderSettings(
-            device=(config and config.device) or self.device,
-            dtype=(config and config.dtype) or self.dtype,
-            batch_size=(config and config.batch_size) or self.batch_size,
-            num_workers=self.num_workers,
-            gpu_decode=self.gpu_decode,
-            jpeg_draft=self.jpeg_draft,
-            cache_dir=self.cache_dir,
-            offline=self.offline,
-        )
+        overrides = {name: value for name in ("device", "dtype", "batch_size")
+                     if config is not None and (value := getattr(config, name))}
+        return to_settings(EncoderSettings, self, **overrides)
 
     def load(self, config: FeaturesConfig, log=None) -> tuple[ImageEncoder | None, TextEncoder | None]:
         return load_encoders(config.image_model, config.text_model, self.settings(config), config.revision, log)

@@ -236,14 +236,18 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
 class HttpSettings:
     """Knobs of the HTTP layer. Defaults suit real servers; tests shrink timeouts and backoff."""
 
-    user_agent: str = DEFAULT_USER_AGENT
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    retries: int = 5  # total retries (connect, read, status) and resume attempts per download
-    backoff_factor: float = 0.5
-    max_retry_after: float = 120.0  # cap on honoured Retry-After seconds
-    progress: bool = True  # tqdm progress bar on downloads
-    mirrors: Mapping[str, str] = field(default_factory=dict)  # prefix -> target
+    user_agent: str = field(default=DEFAULT_USER_AGENT, metadata={"doc": "User-Agent header."})
+    connect_timeout: float = field(default=10.0, metadata={"doc": "Seconds to connect."})
+    read_timeout: float = field(default=60.0, metadata={"doc": "Seconds between bytes read."})
+    retries: int = field(default=5, metadata={
+        "doc": "Total retries (connect, read, status) and resume attempts per download."})
+    backoff_factor: float = field(default=0.5, metadata={
+        "doc": "Exponential backoff between retries: factor * 2^(n-1) seconds."})
+    max_retry_after: float = field(default=120.0, metadata={
+        "doc": "Cap on an honoured Retry-After (seconds)."})
+    progress: bool = field(default=True, metadata={"doc": "tqdm progress bar on downloads."})
+    mirrors: Mapping[str, str] = field(default_factory=dict, metadata={
+        "doc": "Upstream URL prefix -> local directory or other base URL."})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> HttpSettings:

@@ -420,14 +420,21 @@ def _pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
 class EncoderSettings:
     """Machine-level knobs shared by every encoder of a run."""
 
-    device: str = "auto"
-    dtype: str = "auto"
-    batch_size: int | None = None
-    num_workers: int | None = None
-    gpu_decode: bool = True
-    jpeg_draft: bool = False
-    cache_dir: str | None = None
-    offline: bool | None = None
+    device: str = field(default="auto", metadata={"doc": "auto (cuda when available), cpu, cuda."})
+    dtype: str = field(default="auto", metadata={"doc": "auto (bf16 autocast on CUDA, fp16 on "
+                                                 "GPUs without bf16; fp32 on CPU), fp32, bf16, fp16."})
+    batch_size: int | None = field(default=None, metadata={
+        "doc": "Contents per encoder batch; default: by device."})
+    num_workers: int | None = field(default=None, metadata={
+        "doc": "Image decode processes; default: all cores on CUDA."})
+    gpu_decode: bool = field(default=True, metadata={
+        "doc": "nvJPEG decoding when torchvision and CUDA are present."})
+    jpeg_draft: bool = field(default=False, metadata={
+        "doc": "PIL DCT-domain downscaling: faster, not bit-exact CLIP preprocessing."})
+    cache_dir: str | None = field(default=None, metadata={
+        "doc": "Hugging Face cache; default HF_HOME's."})
+    offline: bool | None = field(default=None, metadata={
+        "doc": "Load from the cache only; default: HF_HUB_OFFLINE."})
     normalize: bool = True
 
 

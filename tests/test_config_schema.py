@@ -1,12 +1,16 @@
 """Dagster configs generated from the settings dataclasses: one declaration per setting."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import dagster as dg
 import pytest
 
 from assets.config_schema import config_fields, to_settings
+from assets.features import FeaturesConfig
+from assets.resources import EncoderResource, HttpResource
 from assets.training import TrainConfig
+from datasources.http import MIRROR_ENV, HttpSettings, parse_mirrors
+from features.encoders import EncoderSettings
 from model.config import TrainSettings, setting
 
 
@@ -53,3 +57,18 @@ def test_train_config_is_the_trainer_settings_plus_resume():
     assert TrainConfig.model_fields["max_hop"].description.startswith("Hop embeddings")
     with pytest.raises(ValueError, match="variant must be one of"):
         TrainConfig(variant="nope").settings()
+
+
+def test_resources_are_generated_from_the_settings_they_hand_out(monkeypatch):
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    http = HttpResource(retries=2, mirror="https://files.grouplens.org/=/srv/mirror/")
+    assert http.settings() == HttpSettings(retries=2, mirrors=parse_mirrors(
+        "https://files.grouplens.org/=/srv/mirror/"))
+    # a field added to HttpSettings is a resource field with no edit here
+    assert set(HttpResource.model_fields) == (
+        {f.name for f in fields(HttpSettings)} - {"mirrors"}) | {"mirror", "cache_dir"}
+
+    encoder = EncoderResource(device="cpu", batch_size=4)
+    assert encoder.settings() == EncoderSettings(device="cpu", batch_size=4)
+    run = FeaturesConfig(dtype="bf16", batch_size=8)  # a run's knobs win over the resource's
+    assert encoder.settings(run) == EncoderSettings(device="cpu", dtype="bf16", batch_size=8)

@@ -9,14 +9,13 @@ import pytest
 from assets.resources import LakeResource, WarehouseResource
 from assets.training import (
     TRAINING_ASSETS,
-    TrainConfig,
     modality_preferences,
     paper_table_markdown,
     paper_tables,
     recommendations,
     trained_model,
 )
-from model.config import VARIANTS, TrainSettings
+from model.config import VARIANTS
 from model.synthetic import synthetic_tables
 from tests.support.bench import load_bench
 from warehouse import Lake, Warehouse
