@@ -9,9 +9,9 @@ sequence would leak the held-out answer into the model's input.
 
 import dagster as dg
 import numpy as np
-from matplotlib.figure import Figure
 from pydantic import Field
 
+from assets.figures import length_histogram
 from assets.metadata import check_result, png_markdown, stats_markdown, table_metadata
 from assets.partitions import dataset_partitions
 from assets.resources import LakeResource, WarehouseResource
@@ -34,17 +34,6 @@ class NeighborsConfig(dg.Config):
     tie_break: str = Field(default="degree", description=f"Which nodes of a truncated hop are kept: one of {TIE_BREAKS}.")
     seed: int = Field(default=0, description="Seed of the 'random' tie-break.")
     max_hops: int | None = Field(default=None, description="Stop after this many hops (default: until full).")
-
-
-def _length_histogram(lengths: np.ndarray, n: int):
-    # A bare Figure (no pyplot): no global state, no GUI backend in a worker process.
-    figure = Figure(figsize=(6, 2.6))
-    axis = figure.subplots()
-    axis.hist(lengths, bins=np.arange(0.5, n + 1.5, 1), color="#4C72B0")
-    axis.set_xlabel("sequence length")
-    axis.set_ylabel("items")
-    axis.set_title("BFS sequence length per item")
-    return figure
 
 
 @dg.multi_asset(
@@ -103,7 +92,7 @@ def neighbor_sequences(context: dg.AssetExecutionContext, config: NeighborsConfi
         metadata={
             **table_metadata(table, seq_path, sample_rows=10),
             "length": stats_markdown({k: v for k, v in length.items() if k != "histogram"}, "sequence length"),
-            "length_histogram": png_markdown(_length_histogram(sequences.length, sequences.n), "lengths"),
+            "length_histogram": png_markdown(length_histogram(sequences.length, sequences.n), "lengths"),
             "type_share_by_hop": dg.MetadataValue.json({str(k): v for k, v in stats["type_share_by_hop"].items()}),
             "short_sequences": dg.MetadataValue.json(stats["short"]),
             "sequence_length": sequences.n,

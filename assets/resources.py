@@ -11,7 +11,7 @@ from pydantic import Field
 
 from assets.config_schema import config_fields, to_settings
 from datasources.http import MIRROR_ENV, HttpClient, HttpSettings, parse_mirrors
-from features.encoders import EncoderSettings, ImageEncoder, TextEncoder, load_encoders
+from features.interface import EncoderSettings, ImageEncoder, TextEncoder
 from warehouse import Lake, Warehouse
 
 if TYPE_CHECKING:
@@ -86,4 +86,6 @@ class EncoderResource(config_fields(EncoderSettings, dg.ConfigurableResource, ex
         return to_settings(EncoderSettings, self, **overrides)
 
     def load(self, config: FeaturesConfig, log=None) -> tuple[ImageEncoder | None, TextEncoder | None]:
+        from features.encoders import load_encoders  # torch + transformers: only when encoding
+
         return load_encoders(config.image_model, config.text_model, self.settings(config), config.revision, log)

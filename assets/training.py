@@ -14,32 +14,30 @@ statement in ``warehouse.runs``.
 """
 
 import json
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from assets.config_schema import config_fields, to_settings
+from assets.figures import (
+    bars_figure,
+    curves_figure,
+    metrics_markdown,
+    paper_table_markdown,
+    preferences_figure,
+    slices_figure,
+    slices_markdown,
+)
 from assets.metadata import png_markdown, stats_markdown, table_metadata
 from assets.partitions import dataset_partitions
 from assets.resources import LakeResource, WarehouseResource
 from model.config import FUSION_VARIANTS, TrainSettings
-from model.data import OPTIONAL_TABLES, REQUIRED_TABLES, RecData, build_data
-from model.report import (
-    code_version,
-    metric_rows,
-    modality_preference_frame,
-    new_run_id,
-    recommendation_frame,
-    run_row,
-)
-from model.train import load_model, train
 from warehouse.runs import RunStore
+
+if TYPE_CHECKING:
+    from model.data import RecData
 
 GROUP = "training"
 OWNERS = ["team:ml"]
@@ -66,75 +64,10 @@ class OutputConfig(dg.Config):
     top_k: int = Field(default=20, description="Recommendations per user.")
 
 
-def read_training_tables(lake: LakeResource, dataset: str) -> dict[str, pd.DataFrame | None]:
-    """Required tables (a clear error when missing) and the optional ones that exist."""
-    store = lake.lake()
-    tables: dict[str, pd.DataFrame | None] = {}
-    for name in REQUIRED_TABLES:
-        tables[name] = store.read_pandas(dataset, name)  # raises with the asset to materialize
-    for name in OPTIONAL_TABLES:
-        tables[name] = store.read(dataset, name) if store.exists(dataset, name) else None
-    return tables
+def load_training_data(lake: LakeResource, dataset: str, seq_len: int | None) -> "RecData":
+    from model.data import build_data, read_lake_tables
 
-
-def load_training_data(lake: LakeResource, dataset: str, seq_len: int | None) -> RecData:
-    return build_data(read_training_tables(lake, dataset), max_seq_len=seq_len)
-
-
-def _curves_figure(history: list[dict], title: str):
-    epochs = [r["epoch"] for r in history]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
-    left.plot(epochs, [r["loss"] for r in history], label="total")
-    left.plot(epochs, [r["bpr"] for r in history], label="BPR")
-    if any(r["kg"] for r in history):
-        left.plot(epochs, [r["kg"] for r in history], label="KG (TransR)")
-    left.set_xlabel("epoch")
-    left.set_title("training loss")
-    left.legend()
-    valid = [r for r in history if "valid/recall@20" in r]
-    for key in ("recall@20", "ndcg@20", "mrr@20"):
-        right.plot([r["epoch"] for r in valid], [r[f"valid/{key}"] for r in valid], marker=".",
-                   label=key)
-    right.set_xlabel("epoch")
-    right.set_title("validation")
-    right.legend()
-    figure.suptitle(title)
-    return figure
-
-
-def _metrics_markdown(test: dict, valid: dict) -> dg.MetadataValue:
-    names = sorted({k.split("@")[0] for k in valid if "@" in k})
-    ks = sorted({int(k.split("@")[1]) for k in valid if "@" in k})
-    splits = [("test", test)] * bool(test) + [("valid", valid)]
-    lines = ["| metric | " + " | ".join(f"{s} @{k}" for s, _ in splits for k in ks) + " |",
-             "| --- |" + " --- |" * (len(splits) * len(ks))]
-    for name in names:
-        cells = [f"{values[f'{name}@{k}']:.4f}" for _, values in splits for k in ks]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return dg.MetadataValue.md("\n".join(lines))
-
-
-def _slices_markdown(slices: dict[str, dict[str, float]], split: str) -> dg.MetadataValue:
-    lines = [f"| slice ({split}) | users | recall@20 | ndcg@20 | mrr@20 |",
-             "| --- | --- | --- | --- | --- |"]
-    for name, m in slices.items():
-        lines.append(f"| {name} | {int(m['users'])} | {m['recall@20']:.4f} | "
-                     f"{m['ndcg@20']:.4f} | {m['mrr@20']:.4f} |")
-    return dg.MetadataValue.md("\n".join(lines))
-
-
-def _slices_figure(slices: dict[str, dict[str, float]], title: str):
-    names = list(slices)
-    figure, axis = plt.subplots(figsize=(7, 3))
-    width = 0.4
-    for offset, metric in ((-width / 2, "recall@20"), (width / 2, "ndcg@20")):
-        axis.bar([i + offset for i in range(len(names))], [slices[n][metric] for n in names],
-                 width, label=metric)
-    axis.set_xticks(range(len(names)), names, rotation=20)
-    axis.set_title(title)
-    axis.legend()
-    figure.tight_layout()
-    return figure
+    return build_data(read_lake_tables(lake.root, dataset), max_seq_len=seq_len)
 
 
 @dg.multi_asset(
@@ -157,6 +90,10 @@ def _slices_figure(slices: dict[str, dict[str, float]], title: str):
 )
 def trained_model(context: dg.AssetExecutionContext, config: TrainConfig, lake: LakeResource,
                   warehouse: WarehouseResource):
+    # torch and the model are imported when a step runs, not when the code location loads
+    from model.report import metric_rows, new_run_id, run_row
+    from model.train import train
+
     dataset = context.partition_key
     settings = config.settings()
     data = load_training_data(lake, dataset, settings.seq_len)
@@ -171,9 +108,8 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainConfig, lake: 
     store.record_run(run, rows)
 
     test = {k: v for k, v in result.test.items() if k != "users"}
-    figure = _curves_figure(result.history, f"{dataset} — {settings.variant}")
+    figure = curves_figure(result.history, f"{dataset} — {settings.variant}")
     curves = png_markdown(figure, "training and validation curves")
-    plt.close(figure)
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     model_metadata = {
         "run_id": run_id,
@@ -190,7 +126,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainConfig, lake: 
         "n_parameters": result.n_parameters,
         "resumed_from_epoch": result.resumed_from_epoch,
         "checkpoint": dg.MetadataValue.path(result.checkpoint_path),
-        "test_metrics": _metrics_markdown(test, result.best_valid),
+        "test_metrics": metrics_markdown(test, result.best_valid),
         **{f"test/{k}": float(v) for k, v in test.items()},
         "curves": curves,
         "data": stats_markdown(data.summary(), "training data"),
@@ -205,13 +141,12 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainConfig, lake: 
         return
     split = "test" if "test" in result.slices else "valid"
     slices = result.slices[split]
-    figure = _slices_figure(slices, f"{dataset} — {settings.variant}: {split} by slice")
+    figure = slices_figure(slices, f"{dataset} — {settings.variant}: {split} by slice")
     yield dg.MaterializeResult(asset_key="metrics", metadata={
         "run_id": run_id, **table_metadata(rows, sample_rows=10),
-        "slices": _slices_markdown(slices, split),
+        "slices": slices_markdown(slices, split),
         "slices_chart": png_markdown(figure, "Recall/NDCG@20 per popularity and activity slice"),
     })
-    plt.close(figure)
 
 
 def _pick_run(store: RunStore, dataset: str, variant: str | None, fusion_only: bool = False
@@ -227,6 +162,8 @@ def _pick_run(store: RunStore, dataset: str, variant: str | None, fusion_only: b
 
 def _load_run_model(lake: LakeResource, dataset: str, run: dict):
     """The run's best checkpoint, rebuilt over the current lake tables (same device)."""
+    from model.train import load_model
+
     settings = TrainSettings.from_dict(json.loads(run["config_json"]))
     data = load_training_data(lake, dataset, settings.seq_len)
     model = load_model(run["checkpoint_path"], data, device="auto")
@@ -250,6 +187,8 @@ def recommendations(context: dg.AssetExecutionContext, config: OutputConfig, lak
     if run is None:
         raise dg.Failure(f"no training run for {dataset}: materialize trained_model first")
     model, data = _load_run_model(lake, dataset, run)
+    from model.report import recommendation_frame
+
     frame = recommendation_frame(model, data, config.top_k)
     store.write_recommendations(run["run_id"], frame)
     coverage = frame["item_id"].nunique() / max(data.n_items, 1)
@@ -257,26 +196,6 @@ def recommendations(context: dg.AssetExecutionContext, config: OutputConfig, lak
         "run_id": run["run_id"], "variant": run["variant"], **table_metadata(frame, sample_rows=10),
         "catalogue_coverage": float(coverage), "users": int(frame["user_id"].nunique()),
     })
-
-
-def _preferences_figure(frame: pd.DataFrame, title: str):
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3))
-    weights = frame["visual_weight"].dropna()
-    left.hist(weights, bins=np.linspace(0, 1, 21), color="#4C72B0")
-    left.set_xlabel("visual weight (text = 1 − visual)")
-    left.set_ylabel("users")
-    left.set_title("per-user modality preference")
-    top = frame.dropna().sort_values("n_items", ascending=False).head(10)
-    positions = np.arange(len(top))
-    right.barh(positions, top["visual_weight"], color="#DD8452", label="visual")
-    right.barh(positions, top["text_weight"], left=top["visual_weight"], color="#55A868",
-               label="text")
-    right.set_yticks(positions, [f"u{u}" for u in top["user_id"]])
-    right.set_xlim(0, 1)
-    right.set_title("most active users (Fig. 4)")
-    right.legend(loc="lower right")
-    figure.suptitle(title)
-    return figure
 
 
 @dg.asset(
@@ -297,14 +216,15 @@ def modality_preferences(context: dg.AssetExecutionContext, config: OutputConfig
         context.log.warning(f"{dataset}: no Multi-KG4Rec run yet; nothing to report")
         return dg.MaterializeResult(metadata={"dagster/row_count": 0, "note": "no fusion run"})
     model, data = _load_run_model(lake, dataset, run)
+    from model.report import modality_preference_frame
+
     frame = modality_preference_frame(model, data)
     if frame is None:
         return dg.MaterializeResult(metadata={"dagster/row_count": 0, "run_id": run["run_id"],
                                               "note": f"{run['variant']} has no fusion module"})
     store.write_modality_preferences(run["run_id"], frame)
-    figure = _preferences_figure(frame, f"{dataset} — {run['variant']}")
+    figure = preferences_figure(frame, f"{dataset} — {run['variant']}")
     chart = png_markdown(figure, "modality preferences")
-    plt.close(figure)
     weights = frame["visual_weight"].dropna()
     return dg.MaterializeResult(metadata={
         "run_id": run["run_id"], "variant": run["variant"], **table_metadata(frame),
@@ -312,50 +232,6 @@ def modality_preferences(context: dg.AssetExecutionContext, config: OutputConfig
         "users_preferring_visual": int((weights > 0.5).sum()),
         "chart": chart,
     })
-
-
-def paper_table_markdown(frame: pd.DataFrame, paper_table: str) -> str:
-    """One of the paper's tables: rows = models, columns = dataset × (Recall, MRR, NDCG)."""
-    part = frame[frame["paper_table"] == paper_table]
-    if part.empty:
-        return f"**{paper_table}**: no runs yet"
-    datasets = sorted(part["dataset"].unique())
-    labels = part.sort_values("row_order").drop_duplicates("row_label")["row_label"].tolist()
-    header = "| Models | " + " | ".join(f"{d} Recall | {d} MRR | {d} NDCG" for d in datasets) + " |"
-    lines = [f"**{paper_table}** (test, @20, latest run per dataset × variant)", "", header,
-             "| --- |" + " --- |" * (3 * len(datasets))]
-    improvements = []
-    for label in labels:
-        cells, improv = [], []
-        for d in datasets:
-            row = part[(part["row_label"] == label) & (part["dataset"] == d)]
-            if row.empty:
-                cells += ["–"] * 3
-                improv += ["–"] * 3
-                continue
-            r = row.iloc[0]
-            cells += [f"{r['recall']:.4f}", f"{r['mrr']:.4f}", f"{r['ndcg']:.4f}"]
-            improv += ["–" if pd.isna(r[f"improvement_{m}"]) else f"{100 * r[f'improvement_{m}']:.2f}%"
-                       for m in ("recall", "mrr", "ndcg")]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        if any(c != "–" for c in improv):
-            improvements.append(f"| Improv. ({label}) | " + " | ".join(improv) + " |")
-    return "\n".join(lines + improvements)
-
-
-def _bars_figure(frame: pd.DataFrame, dataset: str):
-    part = frame[frame["dataset"] == dataset].drop_duplicates("variant").set_index("variant")
-    figure, axis = plt.subplots(figsize=(8, 3))
-    if part.empty:
-        axis.set_title(f"{dataset}: no runs")
-        return figure
-    x = np.arange(len(part))
-    for offset, metric in zip((-0.25, 0.0, 0.25), ("recall", "mrr", "ndcg"), strict=True):
-        axis.bar(x + offset, part[metric], width=0.25, label=f"{metric}@20")
-    axis.set_xticks(x, part.index)
-    axis.set_title(f"{dataset}: test metrics of the latest run per variant")
-    axis.legend()
-    return figure
 
 
 @dg.asset(
@@ -369,12 +245,13 @@ def _bars_figure(frame: pd.DataFrame, dataset: str):
 )
 def paper_tables(context: dg.AssetExecutionContext, warehouse: WarehouseResource
                  ) -> dg.MaterializeResult:
+    from model.report import code_version
+
     dataset = context.partition_key
     store = RunStore(warehouse.warehouse())
     frame = store.rebuild_paper_tables()
-    figure = _bars_figure(frame, dataset)
+    figure = bars_figure(frame, dataset)
     chart = png_markdown(figure, "metrics per variant")
-    plt.close(figure)
     return dg.MaterializeResult(metadata={
         **table_metadata(frame, sample_rows=20),
         "table_2": dg.MetadataValue.md(paper_table_markdown(frame, "Table 2")),

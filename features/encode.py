@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.encoders import EncoderInfo, ImageEncoder, TextEncoder
+from features.interface import EncoderInfo, ImageEncoder, TextEncoder
 
 IMAGE, TEXT = "image", "text"
 MODALITIES = (IMAGE, TEXT)

@@ -21,10 +21,9 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +37,7 @@ from features.images import (
     normalize_batch,
     pil_batches,
 )
+from features.interface import EncoderInfo, EncoderSettings, ImageEncoder, TextEncoder
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 # Hub commit of openai/clip-vit-base-patch32 (its latest, also used as the pinned revision by
@@ -50,35 +50,6 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat1
           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class EncoderInfo:
-    """What produced a vector: recorded on every row so stale vectors are never reused."""
-
-    model: str
-    revision: str
-    dim: int
-    normalized: bool
-    modalities: tuple[str, ...]
-    device: str = "cpu"
-    dtype: str = "fp32"
-    max_text_tokens: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-@runtime_checkable
-class TextEncoder(Protocol):
-    info: EncoderInfo
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-@runtime_checkable
-class ImageEncoder(Protocol):
-    info: EncoderInfo
-
-    def try_encode_images(self, images: Sequence[ImageSource]) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -414,28 +385,6 @@ def _pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- choosing encoders
-
-
-@dataclass
-class EncoderSettings:
-    """Machine-level knobs shared by every encoder of a run."""
-
-    device: str = field(default="auto", metadata={"doc": "auto (cuda when available), cpu, cuda."})
-    dtype: str = field(default="auto", metadata={"doc": "auto (bf16 autocast on CUDA, fp16 on "
-                                                 "GPUs without bf16; fp32 on CPU), fp32, bf16, fp16."})
-    batch_size: int | None = field(default=None, metadata={
-        "doc": "Contents per encoder batch; default: by device."})
-    num_workers: int | None = field(default=None, metadata={
-        "doc": "Image decode processes; default: all cores on CUDA."})
-    gpu_decode: bool = field(default=True, metadata={
-        "doc": "nvJPEG decoding when torchvision and CUDA are present."})
-    jpeg_draft: bool = field(default=False, metadata={
-        "doc": "PIL DCT-domain downscaling: faster, not bit-exact CLIP preprocessing."})
-    cache_dir: str | None = field(default=None, metadata={
-        "doc": "Hugging Face cache; default HF_HOME's."})
-    offline: bool | None = field(default=None, metadata={
-        "doc": "Load from the cache only; default: HF_HUB_OFFLINE."})
-    normalize: bool = True
 
 
 NO_MODEL = {"", "none", "off", "false"}

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
+
+from warehouse.lake import Lake
 
 #: clip_features.modality value → the model's modality name.
 MODALITY_NAMES: dict[str, str] = {"image": "visual", "text": "text"}
@@ -321,22 +322,13 @@ def build_data(
 def read_lake_tables(data_dir: str | Path, dataset: str) -> dict[str, pa.Table | None]:
     """Read one dataset's tables straight from the Parquet lake (no DuckDB, no Dagster).
 
-    Layout (owned by ``warehouse.lake``): ``<data_dir>/lake/dataset=<name>/<table>.parquet``.
-    Missing optional tables come back as None; a missing required table raises with the
-    command that creates it.
+    ``warehouse.lake.Lake`` owns the layout. Missing optional tables come back as None; a
+    missing required table raises naming the asset to materialize.
     """
-    root = Path(data_dir) / "lake" / f"dataset={dataset}"
-    out: dict[str, pa.Table | None] = {}
-    for name in (*REQUIRED_TABLES, *OPTIONAL_TABLES):
-        path = root / f"{name}.parquet"
-        if path.is_file():
-            out[name] = pq.read_table(path)
-        elif name in REQUIRED_TABLES:
-            raise FileNotFoundError(
-                f"{path} does not exist: materialize the ingest stage for partition {dataset!r} "
-                f"first (make run DATASET={dataset} CONFIG=configs/offline.yaml)")
-        else:
-            out[name] = None
+    lake = Lake(Path(data_dir))
+    out: dict[str, pa.Table | None] = {name: lake.read(dataset, name) for name in REQUIRED_TABLES}
+    for name in OPTIONAL_TABLES:
+        out[name] = lake.read(dataset, name) if lake.exists(dataset, name) else None
     return out
 
 

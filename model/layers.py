@@ -13,7 +13,6 @@ from itertools import pairwise
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.utils import softmax as segment_softmax
 
 # --------------------------------------------------------------------------- sparse matmul
 
@@ -165,6 +164,10 @@ def knowledge_attention(x: torch.Tensor, head: torch.Tensor, groups: RelationGro
             hi = min(lo + chunk, idx.numel())
             ph, pt = proj[lh[lo:hi]], proj[lt[lo:hi]]
             scores[idx[lo:hi]] = (pt * torch.tanh(ph + er)).sum(1)
+    # PyG's segment softmax; imported here because torch_geometric pulls in torch._dynamo
+    # (about 2 s) and only the paper's attention propagation needs it
+    from torch_geometric.utils import softmax as segment_softmax
+
     return segment_softmax(scores, head, num_nodes=n_nodes)
 
 

@@ -6,11 +6,11 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from assets.figures import paper_table_markdown
 from assets.resources import LakeResource, WarehouseResource
 from assets.training import (
     TRAINING_ASSETS,
     modality_preferences,
-    paper_table_markdown,
     paper_tables,
     recommendations,
     trained_model,

@@ -53,7 +53,8 @@ class Lake:
         path = self.path(dataset, table)
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path} does not exist: materialize the '{table}' asset for partition '{dataset}' first"
+                f"{path} does not exist: materialize the '{table}' asset for partition "
+                f"'{dataset}' first (e.g. make run DATASET={dataset} CONFIG=configs/offline.yaml)"
             )
         return pq.read_table(path, columns=columns)
 
