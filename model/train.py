@@ -18,7 +18,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from model.config import FUSION_VARIANTS, TrainSettings
 from model.data import RecData
 from model.evaluate import evaluate, evaluate_slices
 from model.recommenders import Recommender, build_model
+from warehouse.files import atomic_path, atomic_write_json
 
 CHECKPOINT_FORMAT = "kg4rec-checkpoint-1"
 
@@ -163,24 +163,9 @@ def sample_corrupt_tails(head, relation, n_entities: int, true_keys: torch.Tenso
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
                   metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(value: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(value, handle, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -287,8 +272,8 @@ def train(
             log(f"{last_path}: finished run ({meta['state']['stopped']}), evaluating its best epoch")
         state = meta["state"]
         state["resumed_from_epoch"] = state["epoch"]
-    atomic_write_json({"settings": settings.to_dict(), "config_hash": settings.config_hash(),
-                       "data": data.summary(), "notes": notes}, out_dir / "config.json")
+    atomic_write_json(out_dir / "config.json", {"settings": settings.to_dict(), "config_hash": settings.config_hash(),
+                       "data": data.summary(), "notes": notes}, indent=2, sort_keys=True, default=str)
 
     def save_last() -> None:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -425,9 +410,8 @@ def train(
         n_parameters=n_parameters, checkpoint_path=str(best_path), notes=notes,
         slices=slices,
     )
-    atomic_write_json({"settings": settings.to_dict(), "config_hash": settings.config_hash(),
-                       "data": data.summary(), "notes": notes, "result": result.to_dict()},
-                      out_dir / "config.json")
+    atomic_write_json(out_dir / "config.json", {"settings": settings.to_dict(), "config_hash": settings.config_hash(),
+                       "data": data.summary(), "notes": notes, "result": result.to_dict()}, indent=2, sort_keys=True, default=str)
     shown = test or best_valid
     log(f"{settings.variant}: best epoch {result.best_epoch}, {'test' if test else 'valid'} "
         f"recall@20 {shown['recall@20']:.4f} ndcg@20 {shown['ndcg@20']:.4f} "

@@ -7,13 +7,13 @@ the middle of a write leaves the previous good file, never a half-written one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from warehouse.files import atomic_path
 
 
 class Lake:
@@ -38,15 +38,8 @@ class Lake:
         if "dataset" in data.column_names:
             data = data.drop_columns(["dataset"])
         target = self.path(dataset, table)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{table}.", suffix=".parquet.tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            pq.write_table(data, tmp_name, compression="zstd")
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        with atomic_path(target) as tmp:
+            pq.write_table(data, tmp, compression="zstd")
         return target
 
     def read(self, dataset: str, table: str, columns: list[str] | None = None) -> pa.Table:

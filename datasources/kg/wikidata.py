@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -34,6 +32,7 @@ import pandas as pd
 from datasources.errors import DownloadError
 from datasources.http import HttpClient
 from datasources.kg.readers import NAME_COLUMNS, TRIPLE_COLUMNS, Triples
+from warehouse.files import atomic_write_json
 
 __all__ = [
     "BOOK_PROPERTIES",
@@ -310,15 +309,7 @@ class WikidataClient:
 
     def _write_cache(self, path: Path, payload: Any) -> None:
         # Atomic: a crash mid-write must not leave a truncated entry that a re-run would trust.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(payload, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_json(path, payload)
 
     def _throttle(self) -> None:
         now = self._clock()

@@ -27,9 +27,7 @@ import base64
 import hashlib
 import io
 import math
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from datasources.media.types import INVALID_IMAGE, TOO_LARGE
+from warehouse.files import atomic_write_bytes
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -228,19 +227,9 @@ class ImageStore:
         target = self.path_for(image.sha256)
         if target.is_file() and target.stat().st_size == len(image.data):
             return target
-        if not target.parent.is_dir():  # a stat is far cheaper than a failing mkdir here
-            target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{image.sha256[:12]}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(image.data)
-            os.replace(tmp, target)  # two threads storing the same poster both end up correct
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        # two threads storing the same poster both end up correct; not fsynced: a file cut
+        # short by a power loss fails the size check above and is stored again
+        return atomic_write_bytes(target, image.data, durable=False)
 
 
 def contact_sheet(
