@@ -195,18 +195,280 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torc
     optimizer.load_state_dict({"state": state, "param_groups": param_groups})
 
 
+def _model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+
+
 def load_model(path: str | Path, data: RecData, device: str = "auto") -> Recommender:
     """Rebuild a model from ``best.safetensors``/``last.safetensors`` for inference."""
     tensors, meta = load_checkpoint(Path(path))
     settings = TrainSettings.from_dict(meta["settings"])
     dev = pick_device(device)
     model = build_model(settings.model_config(), data.to(dev)).to(dev)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict(_model_tensors(tensors))
     model.refresh()
     return model
 
 
 # --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class LoopState:
+    """Where the loop is. Stored as JSON in ``last.safetensors``: a resume continues from it."""
+
+    epoch: int = 0
+    best_epoch: int = -1
+    best_score: float = -math.inf  # validation Recall@20 of best_epoch
+    bad_evals: int = 0  # evaluations since the best one (early stopping)
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch
+    train_seconds: float = 0.0
+    eval_seconds: list[float] = field(default_factory=list)
+    stopped: str = ""  # why the loop ended: "patience", "epochs", "time"; "" while running
+    resumed_from_epoch: int = 0
+
+
+@dataclass
+class EpochLosses:
+    """Mean per-batch losses of one epoch."""
+
+    bpr: float
+    reg: float  # ‖θ‖² of the batch's layer-0 embeddings, before λ
+    kg: float
+    align: float
+
+    def total(self, settings: TrainSettings) -> float:
+        return self.bpr + settings.reg * self.reg + self.kg + settings.align_weight * self.align
+
+
+class KGTriples:
+    """The TransR training triples (with inverses) and the keys of the true ones, which the
+    corrupted tails avoid; :meth:`shuffled` draws one epoch's order and corrupted tails."""
+
+    def __init__(self, data: RecData) -> None:
+        self.head, self.relation, self.tail = kg_training_triples(data)
+        self.n_entities = data.n_entities
+        self.n_relations = 2 + 2 * data.n_relations  # as in model.data.collaborative_edges
+        self.true_keys = torch.sort((self.head * self.n_relations + self.relation)
+                                    * data.n_entities + self.tail).values
+
+    def shuffled(self, sampler: torch.Generator) -> tuple[torch.Tensor, ...]:
+        order = torch.randperm(self.head.numel(), generator=sampler, device=self.head.device)
+        head, relation, tail = self.head[order], self.relation[order], self.tail[order]
+        corrupt = sample_corrupt_tails(head, relation, self.n_entities, self.true_keys,
+                                       self.n_relations, sampler)
+        return head, relation, tail, corrupt
+
+
+class TrainingRun:
+    """One run's model, optimizer, sampler and loop state, and the steps :func:`train` takes."""
+
+    def __init__(self, settings: TrainSettings, data: RecData, out_dir: Path,
+                 log: Callable[[str], None]) -> None:
+        self.settings, self.out_dir, self.log = settings, out_dir, log
+        self.started = time.perf_counter()
+        self.device = pick_device(settings.device)
+        seed_everything(settings.seed, settings.deterministic)
+        if self.device.type == "cpu":  # denormal gradients of tiny embeddings slow CPU kernels ~10x
+            torch.set_flush_denormal(True)
+        self.data = data = data.to(self.device)
+        self.autocast = torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16,
+            enabled=uses_bf16(settings.precision, self.device, settings.variant))
+
+        self.model = build_model(settings.model_config(), data).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
+        self.sampler = torch.Generator(device=self.device).manual_seed(settings.seed)
+        self.positive_keys = torch.sort(data.train_user * data.n_items + data.train_item).values
+        # "train": the catalogue known at training time; items without a train pair (cold items)
+        # are then never pushed down as negatives before anyone has seen them
+        self.negative_pool = (torch.unique(data.train_item) if settings.negative_items == "train"
+                              else None)
+        use_kg = (self.model.uses_kg and settings.kg_loss != "none"
+                  and data.kg_head.numel() > 0)
+        self.kg = KGTriples(data) if use_kg else None
+        self.n_batches = max(1, math.ceil(data.train_user.numel() / settings.batch_size))
+        self.notes = [*data.notes, *self.model.notes]
+        self.state = LoopState()
+        self.last_path = out_dir / "last.safetensors"
+        self.best_path = out_dir / "best.safetensors"
+
+    # -- checkpoints
+
+    def resume(self) -> None:
+        """Continue from ``last.safetensors`` if it exists (weights, Adam, RNGs, loop state)."""
+        if not self.last_path.is_file():
+            return
+        tensors, meta = load_checkpoint(self.last_path)
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{self.last_path}: not a {CHECKPOINT_FORMAT} checkpoint")
+        if TrainSettings.from_dict(meta["settings"]).config_hash() != self.settings.config_hash():
+            raise ValueError(f"{self.last_path} was written with other settings; use another out_dir")
+        state = LoopState(**meta["state"])
+        if state.stopped:  # finished: no more epochs; its best weights are evaluated
+            self.log(f"{self.last_path}: finished run ({state.stopped}), evaluating its best epoch")
+        else:
+            self.model.load_state_dict(_model_tensors(tensors))
+            _restore_optimizer(self.optimizer, tensors, meta["param_groups"])
+            torch.set_rng_state(tensors["rng.cpu"])
+            if self.device.type == "cuda" and "rng.cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+            self.sampler.set_state(tensors["rng.sampler"])
+            self.log(f"resumed from {self.last_path} at epoch {state.epoch}")
+        state.resumed_from_epoch = state.epoch
+        self.state = state
+
+    def save_last(self) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        optimizer_tensors, param_groups = _optimizer_tensors(self.optimizer)
+        tensors |= optimizer_tensors
+        tensors["rng.cpu"] = torch.get_rng_state()
+        tensors["rng.sampler"] = self.sampler.get_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {"format": CHECKPOINT_FORMAT, "settings": self.settings.to_dict(),
+                "state": asdict(self.state), "param_groups": param_groups}
+        atomic_save(tensors, self.last_path, {k: json.dumps(v, default=str) for k, v in meta.items()})
+
+    def save_best(self) -> None:
+        atomic_save({f"model.{k}": v for k, v in self.model.state_dict().items()}, self.best_path,
+                    {"format": json.dumps(CHECKPOINT_FORMAT),
+                     "settings": json.dumps(self.settings.to_dict()),
+                     "epoch": json.dumps(self.state.best_epoch)})
+
+    def write_config(self, result: TrainResult | None = None) -> None:
+        summary = {"settings": self.settings.to_dict(), "config_hash": self.settings.config_hash(),
+                   "data": self.data.summary(), "notes": self.notes}
+        if result is not None:
+            summary["result"] = result.to_dict()
+        atomic_write_json(self.out_dir / "config.json", summary, indent=2, sort_keys=True,
+                          default=str)
+
+    # -- one epoch
+
+    def train_epoch(self) -> EpochLosses:
+        """One pass over the shuffled train pairs (BPR + alignment, and L_KG per its mode)."""
+        settings, data, model = self.settings, self.data, self.model
+        model.train()
+        n_train = data.train_user.numel()
+        order = torch.randperm(n_train, generator=self.sampler, device=self.device)
+        users, pos = data.train_user[order], data.train_item[order]
+        neg = sample_negatives(users, data.n_items, self.positive_keys, self.sampler,
+                               pool=self.negative_pool)
+        kg_batches: list[tuple[torch.Tensor, ...]] = []
+        if self.kg is not None:
+            triples = self.kg.shuffled(self.sampler)
+            # joint: one KG slice beside each BPR batch; alternate: KGAT's second phase in
+            # batches of batch_size
+            n_chunks = (self.n_batches if settings.kg_loss == "joint"
+                        else max(1, math.ceil(triples[0].numel() / settings.batch_size)))
+            size = math.ceil(triples[0].numel() / n_chunks)
+            kg_batches = [tuple(t[lo:lo + size] for t in triples)
+                          for lo in range(0, triples[0].numel(), size)]
+        joint = kg_batches if settings.kg_loss == "joint" else []
+
+        sums = torch.zeros(4, device=self.device)  # bpr, reg, kg, align
+        for b in range(self.n_batches):
+            batch = slice(b * settings.batch_size, (b + 1) * settings.batch_size)
+            with self.autocast:
+                bpr, reg = model.bpr_loss(users[batch], pos[batch], neg[batch])
+                align = model.align_loss(users[batch], pos[batch], neg[batch])
+                loss = bpr + settings.reg * reg + settings.align_weight * align
+                kg = torch.zeros((), device=self.device)
+                if b < len(joint):
+                    kg = model.kg_loss(*joint[b], settings.kg_l2)
+                    loss = loss + kg
+            self._step(loss)
+            sums += torch.stack([bpr.detach().float(), reg.detach().float(),
+                                 kg.detach().float(), align.detach().float()])
+            if b % 32 == 31 and not torch.isfinite(sums).all():
+                break
+        if settings.kg_loss == "alternate":
+            for chunk in kg_batches:
+                with self.autocast:
+                    kg = model.kg_loss(*chunk, settings.kg_l2)
+                self._step(kg)
+                sums[2] += kg.detach().float() * self.n_batches / len(kg_batches)
+        losses = EpochLosses(*(sums / self.n_batches).tolist())
+        if not all(math.isfinite(v) for v in asdict(losses).values()):
+            raise FloatingPointError(
+                f"{settings.variant}: non-finite loss in epoch {self.state.epoch + 1} "
+                f"(bpr={losses.bpr}, reg={losses.reg}, kg={losses.kg}); last good checkpoint: "
+                f"{self.last_path}. Lower lr, raise reg, or check the input features for "
+                "extreme values.")
+        model.refresh()  # attention from the updated weights, before evaluating (KGAT)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return losses
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    # -- validation, early stopping
+
+    def validate(self, record: dict[str, Any]) -> None:
+        """Validation Recall@20 of this epoch: a new best is checkpointed, else patience counts."""
+        settings, state = self.settings, self.state
+        started = time.perf_counter()
+        valid = evaluate(self.model, self.data, "valid", chunk_users=settings.eval_chunk,
+                         max_users=settings.max_users_eval, seed=settings.seed)
+        state.eval_seconds.append(time.perf_counter() - started)
+        record |= {f"valid/{k}": v for k, v in valid.items() if k != "users"}
+        if valid["recall@20"] > state.best_score:
+            state.best_score, state.best_epoch, state.bad_evals = valid["recall@20"], state.epoch, 0
+            self.save_best()
+        else:
+            state.bad_evals += 1
+            if state.bad_evals >= settings.patience:
+                state.stopped = "patience"
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        line = (f"{self.settings.variant} epoch {record['epoch']}: loss {record['loss']:.4f} "
+                f"({record['seconds']:.2f} s)")
+        if "valid/recall@20" in record:
+            line += (f" valid recall@20 {record['valid/recall@20']:.4f} ndcg@20 "
+                     f"{record['valid/ndcg@20']:.4f} best {self.state.best_score:.4f}"
+                     f"@{self.state.best_epoch}")
+        self.log(line)
+
+    # -- the end
+
+    def finish(self) -> TrainResult:
+        """Load the best epoch's weights, rank the validation (and test) split once, report."""
+        settings, state, model = self.settings, self.state, self.model
+        if self.best_path.is_file():
+            tensors, _ = load_checkpoint(self.best_path)
+            model.load_state_dict(_model_tensors(tensors))
+        model.refresh()
+        model.eval()
+        with torch.no_grad():
+            representations = model()
+        # one ranking pass per split: the whole ("all") and its popularity/activity slices
+        splits = ("valid", "test") if settings.evaluate_test else ("valid",)
+        slices = {split: evaluate_slices(model, self.data, split, chunk_users=settings.eval_chunk,
+                                         representations=representations)
+                  for split in splits}
+        epochs_run = len(state.history)
+        result = TrainResult(
+            settings=settings.to_dict(), config_hash=settings.config_hash(),
+            device=str(self.device), best_epoch=state.best_epoch,
+            best_valid=slices["valid"]["all"],
+            test=slices["test"]["all"] if settings.evaluate_test else {},
+            history=state.history, seconds_per_epoch=state.train_seconds / max(epochs_run, 1),
+            eval_seconds=float(np.mean(state.eval_seconds)) if state.eval_seconds else 0.0,
+            total_seconds=time.perf_counter() - self.started, epochs_run=epochs_run,
+            stopped=state.stopped, resumed_from_epoch=state.resumed_from_epoch,
+            n_parameters=sum(p.numel() for p in model.parameters()),
+            checkpoint_path=str(self.best_path), notes=self.notes, slices=slices,
+        )
+        self.write_config(result)
+        shown = result.test or result.best_valid
+        self.log(f"{settings.variant}: best epoch {result.best_epoch}, "
+                 f"{'test' if result.test else 'valid'} recall@20 {shown['recall@20']:.4f} "
+                 f"ndcg@20 {shown['ndcg@20']:.4f} mrr@20 {shown['mrr@20']:.4f}")
+        return result
 
 
 def train(
@@ -219,201 +481,32 @@ def train(
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train ``settings.variant`` on ``data``; checkpoints in ``out_dir``; returns the result."""
-    out_dir = Path(out_dir)
-    started = time.perf_counter()
-
-    # -- device, seeds, data
-    device = pick_device(settings.device)
-    seed_everything(settings.seed, settings.deterministic)
-    if device.type == "cpu":  # denormal gradients of tiny embeddings slow CPU kernels ~10x
-        torch.set_flush_denormal(True)
-    data = data.to(device)
-    use_bf16 = uses_bf16(settings.precision, device, settings.variant)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
-
-    # -- model, optimizer, sampler state
-    model = build_model(settings.model_config(), data).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    sampler = torch.Generator(device=device).manual_seed(settings.seed)
-    n_parameters = sum(p.numel() for p in model.parameters())
-    positive_keys = torch.sort(data.train_user * data.n_items + data.train_item).values
-    # "train": the catalogue known at training time; items without a train pair (cold items)
-    # are then never pushed down as negatives before anyone has seen them
-    negative_pool = torch.unique(data.train_item) if settings.negative_items == "train" else None
-    use_kg = model.uses_kg and settings.kg_loss != "none" and data.kg_head.numel() > 0
-    if use_kg:
-        kg_head, kg_rel, kg_tail = kg_training_triples(data)
-        n_rel_all = 2 + 2 * data.n_relations
-        kg_true = torch.sort((kg_head * n_rel_all + kg_rel) * data.n_entities + kg_tail).values
-    notes = [*data.notes, *model.notes]
-    for note in notes:
+    run = TrainingRun(settings, data, Path(out_dir), log)
+    for note in run.notes:
         log(f"note: {note}")
+    if resume:
+        run.resume()
+    run.write_config()
 
-    # -- resume
-    state: dict[str, Any] = {"epoch": 0, "best_epoch": -1, "best_score": -math.inf,
-                             "bad_evals": 0, "history": [], "train_seconds": 0.0,
-                             "eval_seconds": [], "stopped": "", "resumed_from_epoch": 0}
-    last_path, best_path = out_dir / "last.safetensors", out_dir / "best.safetensors"
-    if resume and last_path.is_file():
-        tensors, meta = load_checkpoint(last_path)
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{last_path}: not a {CHECKPOINT_FORMAT} checkpoint")
-        if TrainSettings.from_dict(meta["settings"]).config_hash() != settings.config_hash():
-            raise ValueError(f"{last_path} was written with other settings; use another out_dir")
-        if not meta["state"].get("stopped"):
-            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            _restore_optimizer(optimizer, tensors, meta["param_groups"])
-            torch.set_rng_state(tensors["rng.cpu"])
-            if device.type == "cuda" and "rng.cuda" in tensors:
-                torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-            sampler.set_state(tensors["rng.sampler"])
-            log(f"resumed from {last_path} at epoch {meta['state']['epoch']}")
-        else:  # finished: no more epochs; the best weights are evaluated below
-            log(f"{last_path}: finished run ({meta['state']['stopped']}), evaluating its best epoch")
-        state = meta["state"]
-        state["resumed_from_epoch"] = state["epoch"]
-    atomic_write_json(out_dir / "config.json", {"settings": settings.to_dict(), "config_hash": settings.config_hash(),
-                       "data": data.summary(), "notes": notes}, indent=2, sort_keys=True, default=str)
-
-    def save_last() -> None:
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        opt_tensors, groups = _optimizer_tensors(optimizer)
-        tensors |= opt_tensors
-        tensors["rng.cpu"] = torch.get_rng_state()
-        tensors["rng.sampler"] = sampler.get_state()
-        if device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-        meta = {"format": CHECKPOINT_FORMAT, "settings": settings.to_dict(), "state": state,
-                "param_groups": groups}
-        atomic_save(tensors, last_path, {k: json.dumps(v, default=str) for k, v in meta.items()})
-
-    # -- epochs
-    model.refresh()
-    n_train = data.train_user.numel()
-    n_batches = max(1, math.ceil(n_train / settings.batch_size))
-    epoch = state["epoch"]
-    while epoch < settings.epochs and not state["stopped"]:
-        model.train()
-        t0 = time.perf_counter()
-        order = torch.randperm(n_train, generator=sampler, device=device)
-        users, pos = data.train_user[order], data.train_item[order]
-        neg = sample_negatives(users, data.n_items, positive_keys, sampler, pool=negative_pool)
-        if use_kg:
-            kg_order = torch.randperm(kg_head.numel(), generator=sampler, device=device)
-            h, r, t = kg_head[kg_order], kg_rel[kg_order], kg_tail[kg_order]
-            tn = sample_corrupt_tails(h, r, data.n_entities, kg_true, n_rel_all, sampler)
-            kg_chunks = n_batches if settings.kg_loss == "joint" else max(
-                1, math.ceil(h.numel() / settings.batch_size))
-            kg_size = math.ceil(h.numel() / kg_chunks)
-        sums = torch.zeros(4, device=device)  # bpr, reg, kg, align
-        for b in range(n_batches):
-            sl = slice(b * settings.batch_size, (b + 1) * settings.batch_size)
-            with autocast:
-                bpr, reg = model.bpr_loss(users[sl], pos[sl], neg[sl])
-                align = model.align_loss(users[sl], pos[sl], neg[sl])
-                loss = bpr + settings.reg * reg + settings.align_weight * align
-                kg = torch.zeros((), device=device)
-                if use_kg and settings.kg_loss == "joint" and b * kg_size < h.numel():
-                    ks = slice(b * kg_size, (b + 1) * kg_size)
-                    kg = model.kg_loss(h[ks], r[ks], t[ks], tn[ks], settings.kg_l2)
-                    loss = loss + kg
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums += torch.stack([bpr.detach().float(), reg.detach().float(), kg.detach().float(),
-                                 align.detach().float()])
-            if b % 32 == 31 and not torch.isfinite(sums).all():
-                break
-        if use_kg and settings.kg_loss == "alternate":  # KGAT's second phase
-            for c in range(math.ceil(h.numel() / kg_size)):
-                ks = slice(c * kg_size, (c + 1) * kg_size)
-                with autocast:
-                    kg = model.kg_loss(h[ks], r[ks], t[ks], tn[ks], settings.kg_l2)
-                optimizer.zero_grad(set_to_none=True)
-                kg.backward()
-                optimizer.step()
-                sums[2] += kg.detach().float() * n_batches / kg_chunks
-        losses = (sums / n_batches).tolist()
-        if not all(math.isfinite(v) for v in losses):
-            raise FloatingPointError(
-                f"{settings.variant}: non-finite loss in epoch {epoch + 1} (bpr={losses[0]}, "
-                f"reg={losses[1]}, kg={losses[2]}); last good checkpoint: {last_path}. "
-                "Lower lr, raise reg, or check the input features for extreme values.")
-        model.refresh()  # attention from the updated weights, before evaluating (KGAT)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_seconds = time.perf_counter() - t0
-        state["train_seconds"] += train_seconds
-        epoch += 1
-        record: dict[str, Any] = {"epoch": epoch, "bpr": losses[0], "reg": losses[1],
-                                  "kg": losses[2], "align": losses[3],
-                                  "loss": losses[0] + settings.reg * losses[1] + losses[2]
-                                  + settings.align_weight * losses[3],
-                                  "seconds": train_seconds}
-
-        if epoch % settings.eval_every == 0 or epoch == settings.epochs:
-            t1 = time.perf_counter()
-            valid = evaluate(model, data, "valid", chunk_users=settings.eval_chunk,
-                             max_users=settings.max_users_eval, seed=settings.seed)
-            state["eval_seconds"].append(time.perf_counter() - t1)
-            record |= {f"valid/{k}": v for k, v in valid.items() if k != "users"}
-            score = valid["recall@20"]
-            if score > state["best_score"]:
-                state["best_score"], state["best_epoch"], state["bad_evals"] = score, epoch, 0
-                atomic_save({f"model.{k}": v for k, v in model.state_dict().items()}, best_path,
-                            {"format": json.dumps(CHECKPOINT_FORMAT),
-                             "settings": json.dumps(settings.to_dict()),
-                             "epoch": json.dumps(epoch)})
-            else:
-                state["bad_evals"] += 1
-                if state["bad_evals"] >= settings.patience:
-                    state["stopped"] = "patience"
-            log(f"{settings.variant} epoch {epoch}: loss {record['loss']:.4f} "
-                f"({train_seconds:.2f} s) valid recall@20 {score:.4f} ndcg@20 "
-                f"{valid['ndcg@20']:.4f} best {state['best_score']:.4f}@{state['best_epoch']}")
-        else:
-            log(f"{settings.variant} epoch {epoch}: loss {record['loss']:.4f} "
-                f"({train_seconds:.2f} s)")
-        if settings.max_seconds is not None and state["train_seconds"] >= settings.max_seconds:
-            state["stopped"] = state["stopped"] or "time"
-        if epoch >= settings.epochs:
-            state["stopped"] = state["stopped"] or "epochs"
-        state["epoch"] = epoch
-        state["history"].append(record)
-        save_last()
+    state = run.state
+    run.model.refresh()
+    while state.epoch < settings.epochs and not state.stopped:
+        started = time.perf_counter()
+        losses = run.train_epoch()
+        seconds = time.perf_counter() - started
+        state.train_seconds += seconds
+        state.epoch += 1
+        record = {"epoch": state.epoch, **asdict(losses), "loss": losses.total(settings),
+                  "seconds": seconds}
+        if state.epoch % settings.eval_every == 0 or state.epoch == settings.epochs:
+            run.validate(record)
+        run.log_epoch(record)
+        if settings.max_seconds is not None and state.train_seconds >= settings.max_seconds:
+            state.stopped = state.stopped or "time"
+        if state.epoch >= settings.epochs:
+            state.stopped = state.stopped or "epochs"
+        state.history.append(record)
+        run.save_last()
         if on_epoch_end is not None:
             on_epoch_end(record)
-
-    # -- best weights → test
-    if best_path.is_file():
-        tensors, _ = load_checkpoint(best_path)
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    model.refresh()
-    model.eval()
-    with torch.no_grad():
-        reps = model()
-    # one ranking pass per split: the whole ("all") and its popularity/activity slices
-    slices = {split: evaluate_slices(model, data, split, chunk_users=settings.eval_chunk,
-                                     representations=reps)
-              for split in (("valid", "test") if settings.evaluate_test else ("valid",))}
-    test = slices["test"]["all"] if settings.evaluate_test else {}
-    best_valid = slices["valid"]["all"]
-    epochs_run = len(state["history"])
-    result = TrainResult(
-        settings=settings.to_dict(), config_hash=settings.config_hash(), device=str(device),
-        best_epoch=state["best_epoch"], best_valid=best_valid, test=test,
-        history=state["history"],
-        seconds_per_epoch=state["train_seconds"] / max(epochs_run, 1),
-        eval_seconds=float(np.mean(state["eval_seconds"])) if state["eval_seconds"] else 0.0,
-        total_seconds=time.perf_counter() - started, epochs_run=epochs_run,
-        stopped=state["stopped"], resumed_from_epoch=state["resumed_from_epoch"],
-        n_parameters=n_parameters, checkpoint_path=str(best_path), notes=notes,
-        slices=slices,
-    )
-    atomic_write_json(out_dir / "config.json", {"settings": settings.to_dict(), "config_hash": settings.config_hash(),
-                       "data": data.summary(), "notes": notes, "result": result.to_dict()}, indent=2, sort_keys=True, default=str)
-    shown = test or best_valid
-    log(f"{settings.variant}: best epoch {result.best_epoch}, {'test' if test else 'valid'} "
-        f"recall@20 {shown['recall@20']:.4f} ndcg@20 {shown['ndcg@20']:.4f} "
-        f"mrr@20 {shown['mrr@20']:.4f}")
-    return result
+    return run.finish()
