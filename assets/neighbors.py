@@ -15,7 +15,7 @@ from assets.figures import length_histogram
 from assets.metadata import check_result, png_markdown, stats_markdown, table_metadata
 from assets.partitions import dataset_partitions
 from assets.resources import LakeResource, WarehouseResource
-from model.graph import build_collaborative_kg
+from model.graph import collaborative_kg_from_tables
 from model.neighbors import (
     DEFAULT_SEQUENCE_LENGTH,
     TIE_BREAKS,
@@ -52,18 +52,16 @@ def neighbor_sequences(context: dg.AssetExecutionContext, config: NeighborsConfi
                        warehouse: WarehouseResource):
     dataset = context.partition_key
     store = lake.lake()
-    n_users = store.read(dataset, "users", ["user_id"]).num_rows
-    n_items = store.read(dataset, "items", ["item_id"]).num_rows
-    n_entities = store.read(dataset, "entities", ["entity_id"]).num_rows
-    split = store.read_pandas(dataset, "split")
-    train = split[split["split"] == "train"]
-    triples = store.read_pandas(dataset, "kg_triples", ["head_id", "relation_id", "tail_id"])
-
-    graph = build_collaborative_kg(
-        n_users, n_items, n_entities,
-        train["user_id"].to_numpy(), train["item_id"].to_numpy(),
-        triples["head_id"].to_numpy(), triples["tail_id"].to_numpy(), triples["relation_id"].to_numpy(),
-    )
+    tables = {
+        "users": store.read_pandas(dataset, "users", ["user_id"]),
+        "items": store.read_pandas(dataset, "items", ["item_id"]),
+        "entities": store.read_pandas(dataset, "entities", ["entity_id"]),
+        "split": store.read_pandas(dataset, "split"),
+        "kg_triples": store.read_pandas(dataset, "kg_triples", ["head_id", "relation_id", "tail_id"]),
+    }
+    graph = collaborative_kg_from_tables(tables)
+    train = tables["split"][tables["split"]["split"] == "train"]
+    triples = tables["kg_triples"]
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     if "collaborative_kg" in selected:
         edges = graph.to_edge_table()

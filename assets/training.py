@@ -13,7 +13,6 @@ The bodies are thin: the model, the trainer and the evaluator live in ``model/``
 statement in ``warehouse.runs``.
 """
 
-import json
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -64,10 +63,10 @@ class OutputConfig(dg.Config):
     top_k: int = Field(default=20, description="Recommendations per user.")
 
 
-def load_training_data(lake: LakeResource, dataset: str, seq_len: int | None) -> "RecData":
+def load_training_data(lake: LakeResource, dataset: str) -> "RecData":
     from model.data import build_data, read_lake_tables
 
-    return build_data(read_lake_tables(lake.root, dataset), max_seq_len=seq_len)
+    return build_data(read_lake_tables(lake.root, dataset))
 
 
 @dg.multi_asset(
@@ -96,7 +95,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainConfig, lake: 
 
     dataset = context.partition_key
     settings = config.settings()
-    data = load_training_data(lake, dataset, settings.seq_len)
+    data = load_training_data(lake, dataset)
     out_dir = lake.root / "models" / dataset / settings.variant / settings.config_hash()
     context.log.info(f"{dataset}/{settings.variant}: {data.summary()}")
     result = train(settings, data, out_dir, resume=config.resume, log=context.log.info)
@@ -164,8 +163,7 @@ def _load_run_model(lake: LakeResource, dataset: str, run: dict):
     """The run's best checkpoint, rebuilt over the current lake tables (same device)."""
     from model.train import load_model
 
-    settings = TrainSettings.from_dict(json.loads(run["config_json"]))
-    data = load_training_data(lake, dataset, settings.seq_len)
+    data = load_training_data(lake, dataset)
     model = load_model(run["checkpoint_path"], data, device="auto")
     return model, data.to(next(model.parameters()).device)
 

@@ -38,6 +38,8 @@ from model.config import VARIANTS, TrainSettings  # noqa: E402
 from model.content import ContentSimilarity  # noqa: E402
 from model.data import build_data  # noqa: E402
 from model.evaluate import evaluate, evaluate_slices  # noqa: E402
+from model.graph import collaborative_kg_from_tables  # noqa: E402
+from model.neighbors import bfs_neighbor_sequences  # noqa: E402
 from model.report import metric_rows, new_run_id, run_row  # noqa: E402
 from model.train import train  # noqa: E402
 
@@ -71,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     if tables is None:
         return 2
     tables["split"] = cold_split_table(tables["split"], args.fraction, args.seed)
-    tables["neighbor_sequences"] = None  # BFS again over the cold split's train pairs
+    if tables.get("neighbor_sequences") is not None:  # BFS again over the cold split's train pairs
+        length = int(tables["neighbor_sequences"].column("pos").to_numpy().max()) + 1
+        tables = {name: table.to_pandas() if hasattr(table, "to_pandas") else table
+                  for name, table in tables.items()}
+        tables["neighbor_sequences"] = bfs_neighbor_sequences(
+            collaborative_kg_from_tables(tables), n=length).to_table()
     data = build_data(tables)
     cold = torch.unique(torch.cat([data.valid_item, data.test_item]))
     assert not torch.isin(cold, data.train_item).any(), "a cold item has a train pair"

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(0)
         on_device = data.to(device)
         model = build_model(settings.model_config(), on_device).to(device)
-        model.refresh()
+        model.refresh_attention()
         evaluate(model, on_device, "test")  # warm-up
         synchronize(device)
         t1 = time.perf_counter()

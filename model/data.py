@@ -230,22 +230,8 @@ def sequence_tensors(frame: pd.DataFrame, n_items: int, max_len: int | None = No
     return torch.from_numpy(node), torch.from_numpy(ntype), torch.from_numpy(hop)
 
 
-def compute_sequences(n_users: int, n_items: int, n_entities: int, train_user: np.ndarray,
-                      train_item: np.ndarray, kg_head: np.ndarray, kg_tail: np.ndarray,
-                      n: int = 32) -> pd.DataFrame:
-    """BFS neighbour sequences from TRAIN pairs (fallback when the lake has none)."""
-    from model.graph import build_collaborative_kg
-    from model.neighbors import bfs_neighbor_sequences
-
-    graph = build_collaborative_kg(n_users, n_items, n_entities, train_user, train_item,
-                                   kg_head, kg_tail)
-    return bfs_neighbor_sequences(graph, n=n).to_table().to_pandas()
-
-
 def build_data(
     tables: Mapping[str, pd.DataFrame | pa.Table | None],
-    max_seq_len: int | None = None,
-    compute_missing_sequences: bool = True,
 ) -> RecData:
     """Turn the lake tables of one dataset into a :class:`RecData` (on the CPU).
 
@@ -296,14 +282,12 @@ def build_data(
             notes.append(f"modality {name!r} absent for the whole dataset: masked")
 
     train = part == "train"
+    # the neighbours stage is the one place BFS sequences are computed; a fusion model says so
+    # when they are missing, and seq_len is applied by the model, not here
     seq = frame("neighbor_sequences")
-    if seq is None and compute_missing_sequences:
-        seq = compute_sequences(n_users, n_items, n_entities, users[train], items[train], head,
-                                tail)
-        notes.append("neighbor_sequences missing in the lake: recomputed from train pairs")
     seq_node = seq_type = seq_hop = None
     if seq is not None:
-        seq_node, seq_type, seq_hop = sequence_tensors(seq, n_items, max_seq_len)
+        seq_node, seq_type, seq_hop = sequence_tensors(seq, n_items)
         _check_range("neighbor_sequences.node_id", seq_node[seq_node >= 0].numpy(),
                      n_entities + n_users)
 

@@ -222,3 +222,17 @@ def build_collaborative_kg(
         node_type=node_types(n_users, n_items, n_entities),
         relation=rel2[first].astype(np.int32),
     )
+
+
+def collaborative_kg_from_tables(tables) -> CollaborativeKG:
+    """The collaborative KG of one dataset's lake tables (``users``, ``items``, ``entities``,
+    ``split``, ``kg_triples`` as DataFrames): its TRAIN pairs and KG triples. The neighbours
+    stage, the cold-start benchmark and the synthetic datasets all build it through here."""
+    split, triples = tables["split"], tables["kg_triples"]
+    train = split[split["split"] == "train"]
+    return build_collaborative_kg(
+        len(tables["users"]), len(tables["items"]), len(tables["entities"]),
+        train["user_id"].to_numpy(), train["item_id"].to_numpy(),
+        triples["head_id"].to_numpy(), triples["tail_id"].to_numpy(),
+        triples["relation_id"].to_numpy(),
+    )

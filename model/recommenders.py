@@ -3,7 +3,7 @@
 Every model maps a :class:`model.data.RecData` to user and item representations whose inner
 product is the score ŷ(u, i) (eq. 4.2.4). The trainer only calls:
 
-* ``refresh()`` — once per epoch, without gradient (KGAT's attention update);
+* ``refresh_attention()`` — once per epoch, without gradient (KGAT's attention update);
 * ``forward()`` → ``(user_repr (n_users, D), item_repr (n_items, D))``;
 * ``bpr_loss(users, pos, neg)`` → ``(bpr, reg)``;
 * ``kg_loss(head, relation, tail, corrupt_tail)`` when ``uses_kg`` (TransR, eq. L_KG);
@@ -68,23 +68,25 @@ class Recommender(nn.Module):
         self.n_users, self.n_items = data.n_users, data.n_items
         self.notes: list[str] = []
 
-    def refresh(self) -> None:
+    def refresh_attention(self) -> None:
         """Per-epoch work without gradient (attention weights); default: nothing."""
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def ego(self, users: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
+    def regularized_embeddings(self, users: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
         """Layer-0 parameters of a batch, for the λ‖θ‖² term."""
         raise NotImplementedError
 
     def bpr_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean −ln σ(ŷ(u,i) − ŷ(u,j)) and ½ Σ‖ego‖² / batch (the caller multiplies by λ)."""
+        """Mean −ln σ(ŷ(u,i) − ŷ(u,j)), and ½ Σ‖e⁰‖² of the batch's layer-0 embeddings per
+        user (the caller multiplies it by λ)."""
         user_repr, item_repr = self()
         u, i, j = user_repr[users].float(), item_repr[pos].float(), item_repr[neg].float()
         bpr = F.softplus((u * j).sum(1) - (u * i).sum(1)).mean()
-        reg = sum(t.float().pow(2).sum() for t in self.ego(users, torch.cat([pos, neg])))
+        reg = sum(t.float().pow(2).sum()
+                  for t in self.regularized_embeddings(users, torch.cat([pos, neg])))
         return bpr, reg / (2 * users.shape[0])
 
     def kg_loss(self, head, relation, tail, corrupt, l2: float) -> torch.Tensor:
@@ -113,7 +115,7 @@ class BPRMF(Recommender):
     def forward(self):
         return self.user.weight, self.item.weight
 
-    def ego(self, users, items):
+    def regularized_embeddings(self, users, items):
         return [self.user(users), self.item(items)]
 
     def bpr_loss(self, users, pos, neg):
@@ -149,11 +151,11 @@ class LightGCN(Recommender):
         total = total / (self.n_layers + 1)
         return total[: self.n_users], total[self.n_users:]
 
-    def ego(self, users, items):
+    def regularized_embeddings(self, users, items):
         return [self.embedding(users), self.embedding(items + self.n_users)]
 
 
-class _KGMixin:
+class TransRLossMixin:
     """TransR over the KG triples (+ inverses), relation ids of :func:`collaborative_edges`."""
 
     def kg_loss(self, head, relation, tail, corrupt, l2):
@@ -162,7 +164,7 @@ class _KGMixin:
         return self.transr.loss(rows[:n], rows[n:2 * n], rows[2 * n:], relation, l2)
 
 
-class CKE(_KGMixin, Recommender):
+class CKE(TransRLossMixin, Recommender):
     """Zhang et al. 2016 (adapted): item = η_i + v_i (TransR entity) + Σ_m proj_m(feature_i)."""
 
     uses_kg = True
@@ -195,14 +197,14 @@ class CKE(_KGMixin, Recommender):
             items = items + add
         return self.user.weight, items
 
-    def ego(self, users, items):
+    def regularized_embeddings(self, users, items):
         return [self.user(users), self.item(items)]
 
 
 # --------------------------------------------------------------------------- KGAT / Multi-KG4Rec
 
 
-class MultiKG4Rec(_KGMixin, Recommender):
+class MultiKG4Rec(TransRLossMixin, Recommender):
     """KGAT and Multi-KG4Rec in one class (KGAT = no modality graphs, one ID graph).
 
     Per active modality m (a "single-modal graph", same collaborative-KG topology):
@@ -224,31 +226,61 @@ class MultiKG4Rec(_KGMixin, Recommender):
 
     def __init__(self, config: ModelConfig, data: RecData) -> None:
         super().__init__(config, data)
-        d = config.embed_dim
         self.n_entities, self.n_nodes = data.n_entities, data.n_nodes
         # items, attribute entities, users: one Xavier block each (see xavier_embedding)
         self.node_embedding = xavier_embedding(
-            data.n_nodes, d, (data.n_items, data.n_entities - data.n_items)
+            data.n_nodes, config.embed_dim, (data.n_items, data.n_entities - data.n_items)
             if config.segment_init else ())
+        self._build_graph(config, data)
+        wanted, mode = FUSION_VARIANTS.get(config.variant, ((), "bi"))
+        self.modalities = self._available_modalities(config.variant, wanted, data)
+        self.graphs = self.modalities or ("id",)
+        self._build_propagation(config)
+        if self.modalities:
+            self._build_fusion(config, data, mode)
+            self._register_sequences(config, data)
+            for m in self.modalities:
+                self._register_content(m, data)
+        # packed fusion (kept tokens only) in training and scoring; False: the padded reference
+        self.packed_fusion = True
+        self._register_cold_items(config, data)
+        self._views: dict[str, tuple[torch.Tensor, ...]] = {}  # last training forward
+        self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        out_rows = torch.cat([torch.arange(data.n_items),
+                              torch.arange(data.n_entities, data.n_nodes)])
+        self.register_buffer("out_rows", out_rows.to(data.device), persistent=False)
+
+    # ----------------------------------------------------------------- construction
+
+    def _build_graph(self, config: ModelConfig, data: RecData) -> None:
+        """TransR over every relation; propagation over the collaborative KG or only its
+        user-item edges (relations 0/1: user → item and the inverse)."""
         edges = collaborative_edges(data)
-        self.transr = TransR(edges.n_relations, d, config.relation_dim)
-        if config.graph == "interactions":  # relations 0/1: user → item and its inverse
+        self.transr = TransR(edges.n_relations, config.embed_dim, config.relation_dim)
+        if config.graph == "interactions":
             keep = edges.relation < 2
             edges = EdgeList(edges.head[keep], edges.relation[keep], edges.tail[keep],
                              edges.n_nodes, edges.n_relations)
+        self._adjacency: dict[str, SparseMatrix] = {}
         self._set_graph(edges)
 
-        wanted, mode = FUSION_VARIANTS.get(config.variant, ((), "bi"))
-        self.modalities = tuple(m for m in wanted if m in data.features)
+    def _available_modalities(self, variant: str, wanted: tuple[str, ...], data: RecData
+                              ) -> tuple[str, ...]:
+        """The variant's modalities that the data has; each missing one is noted."""
+        available = tuple(m for m in wanted if m in data.features)
         for m in wanted:
             if m not in data.features:
-                self.notes.append(f"{config.variant}: modality {m!r} absent from the data: its "
+                self.notes.append(f"{variant}: modality {m!r} absent from the data: its "
                                   "graph is dropped and its keys are masked")
-        if wanted and not self.modalities:
-            self.notes.append(f"{config.variant}: no modality available: identical to kgat")
-        if wanted and data.seq_node is None and self.modalities:
-            raise ValueError("Multi-KG4Rec needs neighbor_sequences (or let build_data compute)")
-        self.graphs = self.modalities or ("id",)
+        if wanted and not available:
+            self.notes.append(f"{variant}: no modality available: only the ID graph remains")
+        if available and data.seq_node is None:
+            raise ValueError("Multi-KG4Rec needs the neighbor_sequences table (materialize the "
+                             "neighbors stage)")
+        return available
+
+    def _build_propagation(self, config: ModelConfig) -> None:
+        d = config.embed_dim
         if config.aggregator == "light":
             self.propagation = nn.ModuleDict({
                 g: LightPropagation(d, len(config.layer_sizes)) for g in self.graphs})
@@ -258,66 +290,64 @@ class MultiKG4Rec(_KGMixin, Recommender):
                                             config.normalize_layers, config.aggregator_init)
                 for g in self.graphs})
 
-        if self.modalities:
-            self.fusion = BiTransformer(self.modalities, d, config.n_heads, config.ffn_dim,
-                                        config.n_blocks, config.intra_layers,
-                                        config.attn_dropout, mode)
-            self.proj = nn.ModuleDict({
-                m: nn.Sequential(nn.Linear(data.features[m].dim, d), nn.LeakyReLU())
-                for m in self.modalities})
-            self.seed_map = nn.ModuleDict({m: nn.Linear(d, d, bias=False)
-                                           for m in self.modalities})
-            self.gate = nn.ParameterDict({
-                m: nn.Parameter(torch.tensor(float(config.content_gate)))
-                for m in self.modalities})
-            self.missing = nn.ParameterDict({m: nn.Parameter(torch.zeros(d))
-                                             for m in self.modalities})
-            self.type_embedding = nn.Embedding(3, d)
-            self.hop_embedding = nn.Embedding(config.max_hop + 1, d)
-            self.modality_embedding = nn.ParameterDict({
-                m: nn.Parameter(torch.zeros(d)) for m in self.modalities})
-            for emb in (self.type_embedding, self.hop_embedding):
-                nn.init.normal_(emb.weight, std=0.02)
-            length = config.seq_len or data.seq_node.shape[1]
-            node = data.seq_node[:, :length]
-            self.register_buffer("seq_node", node.clamp(min=0), persistent=False)
-            self.register_buffer("seq_real", node != PAD, persistent=False)
-            self.register_buffer("seq_type", data.seq_type[:, :length].clamp(min=0),
-                                 persistent=False)
-            self.register_buffer("seq_hop", data.seq_hop[:, :length].clamp(0, config.max_hop),
-                                 persistent=False)
-            train_u, train_i = data.train_user, data.train_item
-            for m in self.modalities:
-                f = data.features[m]
-                self.register_buffer(f"{m}_vectors", f.vectors, persistent=False)
-                self.register_buffer(f"{m}_ids", f.entity_ids, persistent=False)
-                has_node = torch.zeros(data.n_nodes, dtype=torch.bool, device=f.has.device)
-                has_node[: data.n_entities] = f.has
-                # user profile: mean content of the user's train items having the modality
-                keep = f.has[train_i]
-                u, i = train_u[keep], train_i[keep]
-                pairs = torch.unique(u * data.n_items + i)
-                u, i = pairs // data.n_items, pairs % data.n_items
-                count = torch.bincount(u, minlength=data.n_users).float()
-                has_node[data.n_entities:] = count > 0
-                profile = SparseMatrix(u, i, 1.0 / count[u], (data.n_users, data.n_items))
-                setattr(self, f"_{m}_profile", profile)
-                self.register_buffer(f"{m}_has", has_node, persistent=False)
-        # packed fusion (kept tokens only) in training and scoring; False: the padded reference
-        self.packed_fusion = True
-        self._cold_views: dict[str, torch.Tensor] = {}
+    def _build_fusion(self, config: ModelConfig, data: RecData, mode: str) -> None:
+        """The Bi-Transformer and, per modality, the feature projection, the seed map W_m and
+        gate g_m, the vector of entities without the modality, and the position embeddings."""
+        d, modalities = config.embed_dim, self.modalities
+        self.fusion = BiTransformer(modalities, d, config.n_heads, config.ffn_dim,
+                                    config.n_blocks, config.intra_layers,
+                                    config.attn_dropout, mode)
+        self.proj = nn.ModuleDict({
+            m: nn.Sequential(nn.Linear(data.features[m].dim, d), nn.LeakyReLU())
+            for m in modalities})
+        self.seed_map = nn.ModuleDict({m: nn.Linear(d, d, bias=False) for m in modalities})
+        self.gate = nn.ParameterDict({
+            m: nn.Parameter(torch.tensor(float(config.content_gate))) for m in modalities})
+        self.missing = nn.ParameterDict({m: nn.Parameter(torch.zeros(d)) for m in modalities})
+        self.type_embedding = nn.Embedding(3, d)
+        self.hop_embedding = nn.Embedding(config.max_hop + 1, d)
+        self.modality_embedding = nn.ParameterDict({
+            m: nn.Parameter(torch.zeros(d)) for m in modalities})
+        for embedding in (self.type_embedding, self.hop_embedding):
+            nn.init.normal_(embedding.weight, std=0.02)
+
+    def _register_sequences(self, config: ModelConfig, data: RecData) -> None:
+        """The BFS sequences S_i, cut to ``seq_len`` here (the one place that truncates)."""
+        length = config.seq_len or data.seq_node.shape[1]
+        node = data.seq_node[:, :length]
+        self.register_buffer("seq_node", node.clamp(min=0), persistent=False)
+        self.register_buffer("seq_real", node != PAD, persistent=False)
+        self.register_buffer("seq_type", data.seq_type[:, :length].clamp(min=0),
+                             persistent=False)
+        self.register_buffer("seq_hop", data.seq_hop[:, :length].clamp(0, config.max_hop),
+                             persistent=False)
+
+    def _register_content(self, m: str, data: RecData) -> None:
+        """Modality m's vectors, which nodes have it, and each user's content profile: the
+        mean content of the user's train items that have the modality."""
+        f = data.features[m]
+        self.register_buffer(f"{m}_vectors", f.vectors, persistent=False)
+        self.register_buffer(f"{m}_ids", f.entity_ids, persistent=False)
+        has_node = torch.zeros(data.n_nodes, dtype=torch.bool, device=f.has.device)
+        has_node[: data.n_entities] = f.has
+        keep = f.has[data.train_item]
+        u, i = data.train_user[keep], data.train_item[keep]
+        pairs = torch.unique(u * data.n_items + i)
+        u, i = pairs // data.n_items, pairs % data.n_items
+        count = torch.bincount(u, minlength=data.n_users).float()
+        has_node[data.n_entities:] = count > 0
+        profile = SparseMatrix(u, i, 1.0 / count[u], (data.n_users, data.n_items))
+        setattr(self, f"_{m}_profile", profile)
+        self.register_buffer(f"{m}_has", has_node, persistent=False)
+
+    def _register_cold_items(self, config: ModelConfig, data: RecData) -> None:
         if config.cold_items == "content" and (config.aggregator != "light"
                                                or config.align_weight <= 0):
             raise ValueError("cold_items='content' needs aggregator='light' and align_weight > 0 "
                              "(the content view lives in the space the alignment ties to e*)")
+        self._cold_views: dict[str, torch.Tensor] = {}
         cold = torch.bincount(data.train_item, minlength=data.n_items) == 0
         self.register_buffer("cold_item", cold, persistent=False)
-        self._adjacency: dict[str, SparseMatrix] = {}
-        self._views: dict[str, tuple[torch.Tensor, ...]] = {}  # last training forward
-        self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        out_rows = torch.cat([torch.arange(data.n_items),
-                              torch.arange(data.n_entities, data.n_nodes)])
-        self.register_buffer("out_rows", out_rows.to(data.device), persistent=False)
 
     # ----------------------------------------------------------------- graph state
 
@@ -375,7 +405,7 @@ class MultiKG4Rec(_KGMixin, Recommender):
         return (x + self.type_embedding(kind) + self.hop_embedding(hop)
                 + self.modality_embedding[m])
 
-    def seeds(self) -> dict[str, torch.Tensor]:
+    def seed_embeddings(self) -> dict[str, torch.Tensor]:
         """Layer-0 embeddings of every single-modal graph."""
         ids = self.node_embedding.weight
         if not self.modalities:
@@ -401,7 +431,7 @@ class MultiKG4Rec(_KGMixin, Recommender):
         return seeds
 
     @torch.no_grad()
-    def refresh(self) -> None:
+    def refresh_attention(self) -> None:
         symmetric = self.config.edge_weight == "symmetric"
         if symmetric and self._adjacency:
             return  # degree weights do not depend on the parameters: built once
@@ -417,7 +447,7 @@ class MultiKG4Rec(_KGMixin, Recommender):
             deg = torch.bincount(head, minlength=self.n_nodes).float().clamp(min=1)
             weight = deg[head].rsqrt() * deg[tail].rsqrt()
         # π needs each graph's current layer-0 embeddings; the degree weights need nothing
-        seeds = dict.fromkeys(self.graphs) if symmetric else self.seeds()
+        seeds = dict.fromkeys(self.graphs) if symmetric else self.seed_embeddings()
         for g, seed in seeds.items():
             if symmetric:
                 pi = weight
@@ -431,11 +461,11 @@ class MultiKG4Rec(_KGMixin, Recommender):
 
     def forward(self):
         if not self._adjacency:
-            self.refresh()
+            self.refresh_attention()
         out_rows = self.out_rows
         outs = [self.propagation[g](seed, self._adjacency[g], out_rows,
                                     self._adjacency[f"{g}:out"])
-                for g, seed in self.seeds().items()]
+                for g, seed in self.seed_embeddings().items()]
         if self.config.cold_items == "content" and self.modalities:
             outs = [self._content_for_cold(g, out) for g, out in zip(self.graphs, outs,
                                                                     strict=True)]
@@ -485,7 +515,7 @@ class MultiKG4Rec(_KGMixin, Recommender):
                 total = total + F.cross_entropy(logits, target)
         return total / len(self.graphs)
 
-    def ego(self, users, items):
+    def regularized_embeddings(self, users, items):
         return [self.node_embedding(torch.cat([users + self.n_entities, items]))]
 
     @torch.no_grad()

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from model.data import compute_sequences
-from model.graph import NODE_TYPE_NAMES
+from model.graph import NODE_TYPE_NAMES, collaborative_kg_from_tables
+from model.neighbors import bfs_neighbor_sequences
 
 
 def _split_per_user(users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -124,11 +124,15 @@ def synthetic_tables(
             "vector": pa.array([v.tolist() for v in columns["vector"]], vtype),
         })
     if with_sequences:
-        train = split[split["split"] == "train"]
-        seq = compute_sequences(n_users, n_items, n_entities, train["user_id"].to_numpy(),
-                                train["item_id"].to_numpy(), kg["head_id"].to_numpy(),
-                                kg["tail_id"].to_numpy(), n=sequence_length)
-        if seq["node_type"].dtype != object:
-            seq["node_type"] = np.asarray(NODE_TYPE_NAMES, dtype=object)[seq["node_type"]]
-        tables["neighbor_sequences"] = seq
+        tables["neighbor_sequences"] = neighbor_sequences_of(tables, sequence_length)
     return tables
+
+
+def neighbor_sequences_of(tables: dict[str, pd.DataFrame], n: int) -> pd.DataFrame:
+    """The ``neighbor_sequences`` table the neighbours stage would build from these tables
+    (train pairs + KG triples), with the same functions."""
+    graph = collaborative_kg_from_tables(tables)
+    seq = bfs_neighbor_sequences(graph, n=n).to_table().to_pandas()
+    if seq["node_type"].dtype != object:
+        seq["node_type"] = np.asarray(NODE_TYPE_NAMES, dtype=object)[seq["node_type"]]
+    return seq

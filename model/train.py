@@ -206,7 +206,7 @@ def load_model(path: str | Path, data: RecData, device: str = "auto") -> Recomme
     dev = pick_device(device)
     model = build_model(settings.model_config(), data.to(dev)).to(dev)
     model.load_state_dict(_model_tensors(tensors))
-    model.refresh()
+    model.refresh_attention()
     return model
 
 
@@ -396,7 +396,7 @@ class TrainingRun:
                 f"(bpr={losses.bpr}, reg={losses.reg}, kg={losses.kg}); last good checkpoint: "
                 f"{self.last_path}. Lower lr, raise reg, or check the input features for "
                 "extreme values.")
-        model.refresh()  # attention from the updated weights, before evaluating (KGAT)
+        model.refresh_attention()  # attention from the updated weights, before evaluating (KGAT)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return losses
@@ -441,7 +441,7 @@ class TrainingRun:
         if self.best_path.is_file():
             tensors, _ = load_checkpoint(self.best_path)
             model.load_state_dict(_model_tensors(tensors))
-        model.refresh()
+        model.refresh_attention()
         model.eval()
         with torch.no_grad():
             representations = model()
@@ -489,7 +489,7 @@ def train(
     run.write_config()
 
     state = run.state
-    run.model.refresh()
+    run.model.refresh_attention()
     while state.epoch < settings.epochs and not state.stopped:
         started = time.perf_counter()
         losses = run.train_epoch()

@@ -104,7 +104,7 @@ class FixedScores(torch.nn.Module):
 
 def test_full_ranking_evaluator_matches_brute_force():
     tables = synthetic_tables(n_users=40, n_items=60, n_pairs=700, with_sequences=False)
-    data = build_data(tables, compute_missing_sequences=False)
+    data = build_data(tables)
     gen = torch.Generator().manual_seed(1)
     users = torch.randn(data.n_users, 8, generator=gen)
     items = torch.randn(data.n_items, 8, generator=gen)

@@ -9,7 +9,7 @@ from model.config import IMPROVED_PROPAGATION, PAPER_PROPAGATION, VARIANTS, Mode
 from model.data import build_data, collaborative_edges
 from model.layers import ROUTES, BiTransformer, ModalAttention, PackedTokens, SparseMatrix
 from model.recommenders import build_model
-from model.synthetic import synthetic_tables
+from model.synthetic import neighbor_sequences_of, synthetic_tables
 from model.train import kg_training_triples, sample_negatives
 
 TINY = {"embed_dim": 16, "relation_dim": 8, "layer_sizes": (16, 8), "n_heads": 2,
@@ -84,15 +84,14 @@ def test_all_masked_keys_give_zero_update_not_nan():
 
 
 def test_padding_and_missing_modalities_do_not_leak():
-    # item 0 loses every pair and triple: an isolated item, its sequence is all padding;
-    # the sequences are recomputed by build_data (the lake has none here)
+    # item 0 loses every pair and triple: an isolated item, its sequence is all padding
     tables = synthetic_tables(n_users=12, n_items=15, n_pairs=80, n_attributes=5,
                               n_triples=20, seed=5, with_sequences=False)
     tables["split"] = tables["split"][tables["split"]["item_id"] != 0]
     kg = tables["kg_triples"]
     tables["kg_triples"] = kg[(kg["head_id"] != 0) & (kg["tail_id"] != 0)]
+    tables["neighbor_sequences"] = neighbor_sequences_of(tables, n=8)
     data = build_data(tables)
-    assert any("recomputed" in note for note in data.notes)
     model = make("full", data).eval()
     reference_items = model()[1].clone()
     # padding positions read node 0's content after clamping: changing what they point at
@@ -173,7 +172,7 @@ def test_each_variant_overfits_a_tiny_graph(variant, overrides, data):
         loss.backward()
         optimizer.step()
         if step % 10 == 9:
-            model.refresh()
+            model.refresh_attention()
         first = loss.item() if first is None else first
     model.eval()
     with torch.no_grad():
@@ -320,11 +319,11 @@ def test_alignment_loss_is_an_infonce_over_the_batch(data):
 
 def test_symmetric_weights_are_built_once(data):
     model = make("full", data).eval()
-    model.refresh()
+    model.refresh_attention()
     first = model._adjacency["text"]
     with torch.no_grad():
         model.node_embedding.weight.mul_(2.0)
-    model.refresh()
+    model.refresh_attention()
     assert model._adjacency["text"] is first
 
 
@@ -336,7 +335,7 @@ def test_cold_items_take_their_content_view():
     split = tables["split"].copy()
     split.loc[split["item_id"] < 4, "split"] = "test"  # items 0-3 lose every train pair
     tables["split"] = split
-    tables["neighbor_sequences"] = None
+    tables["neighbor_sequences"] = neighbor_sequences_of(tables, n=6)  # from the new train pairs
     cold_data = build_data(tables)
     base = make("full", cold_data, seed=4).eval()
     cold_model = make("full", cold_data, seed=4, cold_items="content").eval()
@@ -356,3 +355,13 @@ def test_cold_items_take_their_content_view():
         assert not torch.allclose(block_a[cold], block_b[cold])
     with pytest.raises(ValueError, match="needs aggregator='light'"):
         make("full", cold_data, cold_items="content", align_weight=0.0)
+
+
+def test_a_fusion_model_without_sequences_names_the_stage_to_run():
+    tables = synthetic_tables(n_users=12, n_items=15, n_pairs=80, n_attributes=5,
+                              n_triples=20, seed=5, with_sequences=False)
+    data = build_data(tables)  # the lake has no neighbor_sequences: nothing is recomputed here
+    assert data.seq_node is None
+    with pytest.raises(ValueError, match=r"neighbor_sequences table .*neighbors stage"):
+        make("full", data)
+    make("lightgcn", data)  # models without the fusion do not need them

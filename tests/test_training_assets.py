@@ -123,14 +123,14 @@ def test_bench_variants_trains_and_records(tmp_path, capsys):
     lake = Lake(tmp_path)
     for name, table in synthetic_tables(n_users=20, n_items=25, n_pairs=200, n_attributes=5,
                                         n_triples=30, sequence_length=5, seed=4).items():
-        if name != "neighbor_sequences":  # recomputed from the train pairs
+        if name != "clip_features":  # full then runs on its ID graph alone, and says so
             lake.write(DATASET, name, table)
     args = ["--dataset", DATASET, "--data-dir", str(tmp_path), "--variants", "kgat", "full"]
     for key, value in TINY.items():
         args += ["--set", f"{key}={value}".replace(" ", "")]
     assert _bench_variants().main(args) == 0
     out = capsys.readouterr().out
-    assert "neighbor_sequences not in the lake" in out and "| full |" in out
+    assert "clip_features not in the lake" in out and "| full |" in out
     store = RunStore(Warehouse(tmp_path / "warehouse.duckdb", lake))
     assert set(store.latest_runs()["variant"]) == {"kgat", "full"}
     assert len(store.paper_tables()) > 0
