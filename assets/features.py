@@ -1,8 +1,8 @@
 """Stage 4 — features: CLIP vectors of posters, descriptions and attribute names.
 
 ``clip_features`` (per dataset partition) reads ``item_media`` and ``entities`` from the lake,
-plans what has content (``features.encode.plan_contents``), encodes only new or changed content
-with the configured encoders (``features.encode.encode_features``), and writes one row per
+plans what has content (``features.feature_table.plan_contents``), encodes only new or changed content
+with the configured encoders (``features.feature_table.encode_features``), and writes one row per
 (entity, modality): ``entity_id, modality, model, revision, dim, normalized, content_hash,
 vector``. Offline, with no posters and no CLIP weights, ``configs/offline.yaml`` selects the
 packaged MiniLM sentence encoder for texts and no image encoder.
@@ -16,7 +16,7 @@ from pydantic import Field
 from assets.metadata import check_result, markdown_table, stats_markdown, table_metadata
 from assets.partitions import dataset_partitions
 from assets.resources import EncoderResource, LakeResource, WarehouseResource
-from features.encode import IMAGE, TEXT, encode_features, plan_contents, validate_features
+from features.feature_table import IMAGE, TEXT, encode_features, plan_contents, validate_features
 
 GROUP = "features"
 OWNERS = ["team:ml"]

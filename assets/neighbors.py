@@ -1,7 +1,7 @@
 """Stage 5 — neighbour sequences: BFS over the collaborative KG, train edges only.
 
 ``neighbor_sequences`` holds, for every item, the sequence S_i the fusion module reads (the
-item, then its nearest users/attribute entities by hop; ``model.neighbors`` documents the exact
+item, then its nearest users/attribute entities by hop; ``model.sequences`` documents the exact
 definition, the tie-break and the default length). ``collaborative_kg`` is the graph itself as an
 edge table for DuckDB. Only TRAIN user–item pairs enter the graph: a valid/test pair reaching a
 sequence would leak the held-out answer into the model's input.
@@ -16,7 +16,7 @@ from assets.metadata import check_result, png_markdown, stats_markdown, table_me
 from assets.partitions import dataset_partitions
 from assets.resources import LakeResource, WarehouseResource
 from model.graph import collaborative_kg_from_tables
-from model.neighbors import (
+from model.sequences import (
     DEFAULT_SEQUENCE_LENGTH,
     TIE_BREAKS,
     bfs_neighbor_sequences,

@@ -54,7 +54,7 @@ class TrainConfig(config_fields(TrainSettings, dg.Config)):
         return to_settings(TrainSettings, self)
 
 
-class OutputConfig(dg.Config):
+class RunSelectionConfig(dg.Config):
     """Which run the downstream assets read."""
 
     variant: str | None = Field(default=None, description="Variant whose latest run is used "
@@ -177,7 +177,7 @@ def _load_run_model(lake: LakeResource, dataset: str, run: dict):
     description="Top-k unseen items per user (seen = every pair of the split) from the latest "
     "run: run_id, user_id, rank, item_id, score.",
 )
-def recommendations(context: dg.AssetExecutionContext, config: OutputConfig, lake: LakeResource,
+def recommendations(context: dg.AssetExecutionContext, config: RunSelectionConfig, lake: LakeResource,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
     dataset = context.partition_key
     store = RunStore(warehouse.warehouse())
@@ -205,7 +205,7 @@ def recommendations(context: dg.AssetExecutionContext, config: OutputConfig, lak
     description="Per-user visual vs text attention weights of the latest fusion run (the "
     "paper's Fig. 4): run_id, user_id, visual_weight, text_weight.",
 )
-def modality_preferences(context: dg.AssetExecutionContext, config: OutputConfig,
+def modality_preferences(context: dg.AssetExecutionContext, config: RunSelectionConfig,
                          lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
     dataset = context.partition_key
     store = RunStore(warehouse.warehouse())

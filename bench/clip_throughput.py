@@ -49,7 +49,7 @@ from features.images import (  # noqa: E402
     normalize_batch,
     preprocess_pil,
 )
-from features.synthetic import save_random_clip  # noqa: E402
+from features.tiny_clip import save_random_clip  # noqa: E402
 
 ROWS: list[dict] = []
 FAILURES: list[str] = []

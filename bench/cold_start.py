@@ -39,8 +39,8 @@ from model.content import ContentSimilarity  # noqa: E402
 from model.data import build_data  # noqa: E402
 from model.evaluate import evaluate, evaluate_slices  # noqa: E402
 from model.graph import collaborative_kg_from_tables  # noqa: E402
-from model.neighbors import bfs_neighbor_sequences  # noqa: E402
 from model.report import metric_rows, new_run_id, run_row  # noqa: E402
+from model.sequences import bfs_neighbor_sequences  # noqa: E402
 from model.train import train  # noqa: E402
 
 

@@ -29,7 +29,7 @@ import torch
 
 from model.data import build_data, read_lake_tables
 from model.evaluate import evaluate
-from model.synthetic import synthetic_tables
+from model.synthetic_data import synthetic_tables
 from model.train import TrainSettings, load_model, train
 
 print(f"torch {torch.__version__}, cuda {torch.cuda.is_available()}"

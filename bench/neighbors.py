@@ -7,8 +7,8 @@ Usage::
 Reads the staged public data at run time (env ``KG4REC_SHARED_DATA`` or ``../shared/data``
 next to the project); nothing is copied into the project (MovieLens / KB4Rec terms forbid
 redistribution).  For each dataset it builds the collaborative KG from TRAIN pairs only,
-times :func:`model.neighbors.bfs_neighbor_sequences` for all items, times the per-item
-:func:`model.neighbors.reference_bfs` on a seeded sample (and checks both agree there),
+times :func:`model.sequences.bfs_neighbor_sequences` for all items, times the per-item
+:func:`model.sequences.reference_bfs` on a seeded sample (and checks both agree there),
 extrapolates the reference to all items, prints a scaling table and the peak memory.
 
 Data choices
@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere, without installi
     sys.path.insert(0, str(ROOT))
 
 from model.graph import CollaborativeKG, build_collaborative_kg  # noqa: E402
-from model.neighbors import (  # noqa: E402
+from model.sequences import (  # noqa: E402
     DEFAULT_SEQUENCE_LENGTH,
     bfs_neighbor_sequences,
     reference_bfs,

@@ -42,7 +42,7 @@ from model.data import build_data, read_lake_tables  # noqa: E402
 from model.evaluate import evaluate  # noqa: E402
 from model.layers import ROUTES, PackedTokens  # noqa: E402
 from model.recommenders import build_model  # noqa: E402
-from model.synthetic import synthetic_tables  # noqa: E402
+from model.synthetic_data import synthetic_tables  # noqa: E402
 from model.train import pick_device, train, uses_bf16  # noqa: E402
 
 ML1M = {"n_users": 6040, "n_items": 3706, "n_pairs": 1_000_000, "n_attributes": 5000,

@@ -6,8 +6,8 @@ machine with only torch/transformers/pillow/numpy/pyarrow installed.
 * :mod:`features.interface` — :class:`EncoderSettings`, :class:`EncoderInfo`, the encoder protocols (no torch).
 * :mod:`features.encoders` — :class:`ClipEncoder`, :class:`SentenceEncoder`, :func:`load_encoders`.
 * :mod:`features.images` — PIL preprocessing in worker processes, nvJPEG decoding on the GPU.
-* :mod:`features.encode` — what to encode, what to reuse, the ``clip_features`` table.
-* :mod:`features.synthetic` — random-weight CLIP models for tests and benchmarks.
+* :mod:`features.feature_table` — what to encode, what to reuse, the ``clip_features`` table.
+* :mod:`features.tiny_clip` — random-weight CLIP models for tests and benchmarks.
 """
 
 import importlib

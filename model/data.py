@@ -15,7 +15,7 @@ Inputs (one dataset partition; see ``shared/ARCHITECTURE.md``)
   entity (``has[e] == False``), never a zero vector pretending to be data.
 * ``neighbor_sequences`` (item_id, pos, node_id, node_type, hop): optional; padding positions are
   absent rows. When the table is missing it is recomputed from TRAIN pairs with
-  :mod:`model.neighbors` (same definition as the pipeline's stage).
+  :mod:`model.sequences` (same definition as the pipeline's stage).
 
 Node ids of the collaborative KG (fixed project-wide): ``0..n_entities-1`` are entities (items
 first), ``n_entities + user_id`` are users.

@@ -10,7 +10,7 @@ import model.layers as model_layers
 from model.config import TrainSettings
 from model.data import build_data
 from model.recommenders import build_model
-from model.synthetic import synthetic_tables
+from model.synthetic_data import synthetic_tables
 from tests.support.bench import load_bench
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

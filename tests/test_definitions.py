@@ -62,7 +62,7 @@ def test_one_table_of_a_multi_asset_materializes_alone(tmp_path):
     """`--select neighbor_sequences`: the sequences are written, the edge table is not."""
     from assets.neighbors import neighbor_sequences
     from assets.resources import LakeResource, WarehouseResource
-    from model.synthetic import synthetic_tables
+    from model.synthetic_data import synthetic_tables
     from warehouse import Lake
 
     lake = Lake(tmp_path)

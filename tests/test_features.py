@@ -19,7 +19,14 @@ from PIL import Image
 from assets.features import EncoderResource, FeaturesConfig, clip_features, clip_features_valid
 from assets.resources import LakeResource, WarehouseResource
 from features import images as images_module
-from features.encode import (
+from features.encoders import (
+    ClipEncoder,
+    EncoderInfo,
+    EncoderSettings,
+    hf_offline,
+    load_encoders,
+)
+from features.feature_table import (
     IMAGE,
     TEXT,
     Content,
@@ -29,15 +36,8 @@ from features.encode import (
     plan_contents,
     validate_features,
 )
-from features.encoders import (
-    ClipEncoder,
-    EncoderInfo,
-    EncoderSettings,
-    hf_offline,
-    load_encoders,
-)
 from features.images import GpuJpegBatches, ImageSpec, normalize_batch, pil_batches, preprocess_pil
-from features.synthetic import TINY_TEXT, TINY_VISION, save_random_clip
+from features.tiny_clip import TINY_TEXT, TINY_VISION, save_random_clip
 from warehouse import Lake, Warehouse
 
 WORDS = ["the", "a", "of", "in", "alien", "space", "ship", "crew", "cowboy", "doll", "toy", "boy", "room",

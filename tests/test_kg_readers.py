@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from datasources.errors import MalformedInputError
-from datasources.kg.metadata import (
+from datasources.kg.attributes import (
     amazon_category_triples,
     movielens_metadata_triples,
     omdb_triples,

@@ -15,14 +15,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from datasources.kg.build import KGBuildOptions, build_kg, validate_kg
-from datasources.kg.metadata import (
+from datasources.kg.attributes import (
     amazon_category_triples,
     movielens_metadata_triples,
     omdb_triples,
     read_omdb_metadata,
     read_recbole_item_titles,
 )
+from datasources.kg.build import KGBuildOptions, build_kg, validate_kg
 from datasources.kg.readers import (
     read_freebase_names,
     read_freebase_types,

@@ -20,7 +20,7 @@ from model.metrics import (
     recall_at_k,
     summarize,
 )
-from model.synthetic import synthetic_tables
+from model.synthetic_data import synthetic_tables
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,7 +9,7 @@ from model.config import IMPROVED_PROPAGATION, PAPER_PROPAGATION, VARIANTS, Mode
 from model.data import build_data, collaborative_edges
 from model.layers import ROUTES, BiTransformer, ModalAttention, PackedTokens, SparseMatrix
 from model.recommenders import build_model
-from model.synthetic import neighbor_sequences_of, synthetic_tables
+from model.synthetic_data import neighbor_sequences_of, synthetic_tables
 from model.train import kg_training_triples, sample_negatives
 
 TINY = {"embed_dim": 16, "relation_dim": 8, "layer_sizes": (16, 8), "n_heads": 2,

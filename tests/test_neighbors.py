@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model import neighbors as nb
+from model import sequences as nb
 from model.graph import NODE_TYPE_NAMES, CollaborativeKG, build_collaborative_kg
-from model.neighbors import (
+from model.sequences import (
     DEFAULT_SEQUENCE_LENGTH,
     bfs_neighbor_sequences,
     neighbor_hash,

@@ -8,7 +8,7 @@ from torch import nn
 
 from model.data import build_data
 from model.evaluate import HEAD_SHARE, evaluate, evaluate_slices, slice_groups
-from model.synthetic import synthetic_tables
+from model.synthetic_data import synthetic_tables
 
 
 class PopularityRanker(nn.Module):

@@ -13,7 +13,7 @@ from model.config import TrainSettings
 from model.data import build_data
 from model.evaluate import evaluate
 from model.recommenders import Recommender
-from model.synthetic import synthetic_tables
+from model.synthetic_data import synthetic_tables
 from model.train import (
     is_member,
     load_checkpoint,

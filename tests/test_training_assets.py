@@ -16,7 +16,7 @@ from assets.training import (
     trained_model,
 )
 from model.config import VARIANTS
-from model.synthetic import synthetic_tables
+from model.synthetic_data import synthetic_tables
 from tests.support.bench import load_bench
 from warehouse import Lake, Warehouse
 from warehouse.runs import RunStore

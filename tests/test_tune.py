@@ -7,7 +7,7 @@ import json
 import pytest
 
 import model.evaluate
-from model.synthetic import synthetic_tables
+from model.synthetic_data import synthetic_tables
 from tests.support.bench import load_bench
 from warehouse import Lake, Warehouse
 from warehouse.runs import RunStore

@@ -1,6 +1,6 @@
-"""The Parquet lake and the DuckDB warehouse over it (all the project's SQL lives here)."""
+"""The Parquet lake and the DuckDB warehouse over it (every DuckDB statement lives here)."""
 
-from warehouse.duck import Warehouse
+from warehouse.database import Warehouse
 from warehouse.lake import Lake
 
 __all__ = ["Lake", "Warehouse"]

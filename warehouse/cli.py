@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from warehouse.duck import Warehouse
+from warehouse.database import Warehouse
 from warehouse.lake import Lake
 
 

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 import pandas as pd
 import pyarrow as pa
 
-from warehouse.duck import Warehouse
+from warehouse.database import Warehouse
 
 SCHEMA = [
     """

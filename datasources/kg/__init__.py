@@ -11,14 +11,14 @@
 ``wikidata`` is not imported here so that offline users do not import the HTTP stack.
 """
 
-from datasources.kg.build import KGBuildOptions, KGResult, build_kg, validate_kg
-from datasources.kg.metadata import (
+from datasources.kg.attributes import (
     amazon_category_triples,
     movielens_metadata_triples,
     omdb_triples,
     read_omdb_metadata,
     read_recbole_item_titles,
 )
+from datasources.kg.build import KGBuildOptions, KGResult, build_kg, validate_kg
 from datasources.kg.readers import (
     Triples,
     read_freebase_names,

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from datasources.kg import metadata, readers
+from datasources.kg import attributes, readers
 from datasources.kg.readers import Triples
 from datasources.registry import KGAT_RAW
 
@@ -92,9 +92,9 @@ _LOADERS: dict[str, tuple[str, Callable[[KGSource, Sequence[Path], pd.DataFrame]
     "triples.kgat": ("triples", lambda s, p, _: _triples_only(readers.read_kgat_kg_final(*p))),
     "triples.recbole": ("triples", lambda s, p, _: _triples_only(readers.read_recbole_kg(_one(s, p)))),
     "triples.mkr": ("triples", lambda s, p, _: _triples_only(readers.read_mkr_kg(_one(s, p)))),
-    "meta.movielens": ("triples", lambda s, p, items: metadata.movielens_metadata_triples(items)),
-    "meta.omdb": ("triples", lambda s, p, _: metadata.omdb_triples(metadata.read_omdb_metadata(_one(s, p)))),
-    "meta.amazon_categories": ("triples", lambda s, p, _: metadata.amazon_category_triples(_one(s, p))),
+    "meta.movielens": ("triples", lambda s, p, items: attributes.movielens_metadata_triples(items)),
+    "meta.omdb": ("triples", lambda s, p, _: attributes.omdb_triples(attributes.read_omdb_metadata(_one(s, p)))),
+    "meta.amazon_categories": ("triples", lambda s, p, _: attributes.amazon_category_triples(_one(s, p))),
     "names.freebase": ("names", lambda s, p, _: readers.read_freebase_names(_one(s, p))),
     "types.freebase": ("types", lambda s, p, _: readers.read_freebase_types(_one(s, p))),
 }

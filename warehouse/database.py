@@ -2,7 +2,8 @@
 
 Views read ``<lake>/dataset=*/<table>.parquet`` with hive partitioning, so every view has a
 ``dataset`` column and always shows the current files: a re-materialized asset needs no reload.
-All SQL of the project lives in this package.
+Every DuckDB statement of the project lives in this package (the media fetch cache keeps its
+own small SQLite statements in ``datasources/media/cache.py``).
 """
 
 from __future__ import annotations

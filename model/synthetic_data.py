@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 
 from model.graph import NODE_TYPE_NAMES, collaborative_kg_from_tables
-from model.neighbors import bfs_neighbor_sequences
+from model.sequences import bfs_neighbor_sequences
 
 
 def _split_per_user(users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
