@@ -26,12 +26,20 @@ STAGE_JOBS = [
     ("neighbors", "Stage 5 only: the collaborative KG and every item's BFS neighbour sequence."),
     ("training", "Stage 6 only: train TrainConfig.variant and refresh recommendations and tables."),
 ]
+#: Steps run in the run's own process by default: the multiprocess executor starts a process and
+#: imports the code location again for every step, which on 2 cores made the offline ml-100k
+#: stages 1-5 take 2.13x their steps' own time (in process: 1.23x; multiprocess with a
+#: forkserver that preloads the code: 1.44x; `python bench/pipeline_overhead.py`). A run config
+#: with `execution: {config: {multiprocess: {...}}}` still picks the multiprocess executor, e.g.
+#: on a machine with cores to spare for parallel steps.
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 stage_jobs = [dg.define_asset_job(name, selection=dg.AssetSelection.groups(name),
-                                  description=description)
+                                  description=description, config=IN_PROCESS)
               for name, description in STAGE_JOBS]
 main_job = dg.define_asset_job(
     "main",
     selection=dg.AssetSelection.all(),
+    config=IN_PROCESS,
     description="The whole pipeline for one dataset partition: ingest → KG → media → features → "
     "neighbours → training → recommendations and tables.",
 )

@@ -58,6 +58,14 @@ def test_there_is_a_job_per_stage():
     assert {"main", "ingest", "kg", "media", "features", "neighbors", "training"} <= names
 
 
+def test_jobs_run_their_steps_in_process_unless_the_run_config_says_otherwise():
+    for name in ("main", "ingest", "kg", "media", "features", "neighbors", "training"):
+        job = defs.resolve_job_def(name)
+        assert job.executor_def.name == "multi_or_in_process_executor"  # still selectable
+        assert job.get_run_config_for_partition_key("ml-100k")["execution"] == {
+            "config": {"in_process": {}}}
+
+
 def test_one_table_of_a_multi_asset_materializes_alone(tmp_path):
     """`--select neighbor_sequences`: the sequences are written, the edge table is not."""
     from assets.neighbors import neighbor_sequences
