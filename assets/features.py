@@ -14,12 +14,11 @@ import numpy as np
 from pydantic import Field
 
 from assets.metadata import check_result, markdown_table, stats_markdown, table_metadata
-from assets.partitions import dataset_partitions
+from assets.partitions import Stage
 from assets.resources import EncoderResource, LakeResource, WarehouseResource
 from features.feature_table import IMAGE, TEXT, encode_features, plan_contents, validate_features
 
-GROUP = "features"
-OWNERS = ["team:ml"]
+STAGE = Stage(group="features", owners=("team:ml",))
 TABLE = "clip_features"
 
 
@@ -44,10 +43,7 @@ class FeaturesConfig(dg.Config):
     reencode: bool = Field(default=False, description="Ignore the previous table and encode everything again.")
 
 
-@dg.asset(
-    partitions_def=dataset_partitions,
-    group_name=GROUP,
-    owners=OWNERS,
+@STAGE.asset(
     kinds={"pytorch", "parquet"},
     deps=["item_media", "entities"],
     description="CLIP (or sentence-encoder) vectors per entity and modality: posters (image), "

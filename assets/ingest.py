@@ -16,15 +16,14 @@ import pandas as pd
 from pydantic import Field
 
 from assets.metadata import stats_markdown, table_metadata
-from assets.partitions import dataset_partitions
+from assets.partitions import Stage
 from assets.resources import HttpResource, LakeResource, WarehouseResource
 from datasources.assemble import dataset_statistics
 from datasources.fetch import ResolvedTable, load_dataset, resolve_variant
 from datasources.registry import SourceVariant, TableSource, get_dataset
 from datasources.split import SPLIT_NAMES, STRATEGIES, split_cold_items, split_interactions
 
-GROUP = "ingest"
-OWNERS = ["team:data"]
+STAGE = Stage(group="ingest", owners=("team:data",))
 
 
 class TableOverride(dg.Config):
@@ -101,10 +100,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@dg.asset(
-    partitions_def=dataset_partitions,
-    group_name=GROUP,
-    owners=OWNERS,
+@STAGE.asset(
     kinds={"python", "parquet"},
     description="Downloads (or locates, offline) every file of the dataset's source variant, verifies "
     "checksums, extracts archives safely, and records each file's provenance.",
@@ -165,16 +161,12 @@ def read_source_files(lake: LakeResource, dataset: str) -> tuple[dict[str, Resol
     return resolved, str(frame["key_space"].iloc[0]), bool(frame["keep_inactive"].iloc[0])
 
 
-@dg.multi_asset(
+@STAGE.multi_asset(
     specs=[
-        dg.AssetSpec("users", deps=["source_files"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
-                     description="One row per user: user_id (contiguous from 0), user_key (source id), demographics where the source has them."),
-        dg.AssetSpec("items", deps=["source_files"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
-                     description="One row per item: item_id (contiguous from 0), item_key (source id), title, year, genres."),
-        dg.AssetSpec("interactions", deps=["source_files"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
-                     description="One row per (user, item) pair: rating and timestamp when the source has them, label for binary feedback."),
+        STAGE.spec("users", deps=["source_files"], kinds={"parquet"}, description="One row per user: user_id (contiguous from 0), user_key (source id), demographics where the source has them."),
+        STAGE.spec("items", deps=["source_files"], kinds={"parquet"}, description="One row per item: item_id (contiguous from 0), item_key (source id), title, year, genres."),
+        STAGE.spec("interactions", deps=["source_files"], kinds={"parquet"}, description="One row per (user, item) pair: rating and timestamp when the source has them, label for binary feedback."),
     ],
-    partitions_def=dataset_partitions,
     # any subset: the sources are parsed once and only the selected tables are written (ids are
     # a deterministic function of the source files, so a table written alone agrees with the rest)
     can_subset=True,
@@ -228,10 +220,7 @@ def positive_mask(interactions: pd.DataFrame, config: SplitConfig) -> np.ndarray
     return mask
 
 
-@dg.asset(
-    partitions_def=dataset_partitions,
-    group_name=GROUP,
-    owners=OWNERS,
+@STAGE.asset(
     kinds={"parquet"},
     deps=["interactions"],
     description="Per-user random 8:1:1 train/valid/test split of the positive interactions (the paper's "

@@ -16,14 +16,13 @@ import pandas as pd
 from pydantic import Field
 
 from assets.metadata import check_result, stats_markdown, table_metadata
-from assets.partitions import dataset_partitions
+from assets.partitions import Stage
 from assets.resources import HttpResource, LakeResource, WarehouseResource
 from datasources.fetch import resolve_location
 from datasources.kg.build import KGBuildOptions, build_kg, validate_kg
 from datasources.kg.sources import DEFAULT_KG_SOURCES, KGSource, load_kg_sources
 
-GROUP = "kg"
-OWNERS = ["team:data"]
+STAGE = Stage(group="kg", owners=("team:data",))
 KG_TABLES = ("item_links", "entities", "relations", "kg_triples", "kg_stats")
 
 
@@ -81,20 +80,14 @@ def leaked_interactions(entities: pd.DataFrame, relations: pd.DataFrame, user_ke
     return problems
 
 
-@dg.multi_asset(
+@STAGE.multi_asset(
     specs=[
-        dg.AssetSpec("item_links", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
-                     description="Item → entity links (Freebase MIDs, Satori ids, ...) with the source that gave each."),
-        dg.AssetSpec("entities", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
-                     description="All KG entities, ITEMS FIRST (entity_id = item_id), then attributes: key, readable name, kind."),
-        dg.AssetSpec("relations", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
-                     description="Relation vocabulary with triple counts."),
-        dg.AssetSpec("kg_triples", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
-                     description="Deduplicated (head_id, relation_id, tail_id) triples over entity ids, with their source."),
-        dg.AssetSpec("kg_stats", deps=["items"], group_name=GROUP, owners=OWNERS, kinds={"parquet"}, skippable=True,
-                     description="The paper's Table 1 for the KG: #entities, #relations, #triplets, share of items linked — overall and per source."),
+        STAGE.spec("item_links", deps=["items"], kinds={"parquet"}, description="Item → entity links (Freebase MIDs, Satori ids, ...) with the source that gave each."),
+        STAGE.spec("entities", deps=["items"], kinds={"parquet"}, description="All KG entities, ITEMS FIRST (entity_id = item_id), then attributes: key, readable name, kind."),
+        STAGE.spec("relations", deps=["items"], kinds={"parquet"}, description="Relation vocabulary with triple counts."),
+        STAGE.spec("kg_triples", deps=["items"], kinds={"parquet"}, description="Deduplicated (head_id, relation_id, tail_id) triples over entity ids, with their source."),
+        STAGE.spec("kg_stats", deps=["items"], kinds={"parquet"}, description="The paper's Table 1 for the KG: #entities, #relations, #triplets, share of items linked — overall and per source."),
     ],
-    partitions_def=dataset_partitions,
     # any subset: the KG is built once, only the selected tables are written (every table is a
     # deterministic function of the items and the config; kg_ids_valid checks ids across them)
     can_subset=True,

@@ -21,7 +21,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.metadata import check_result, stats_markdown, table_metadata
-from assets.partitions import dataset_partitions
+from assets.partitions import Stage
 from assets.resources import HttpResource, LakeResource, WarehouseResource
 from datasources.http import HttpClient
 from datasources.media import (
@@ -41,8 +41,7 @@ from datasources.media import (
     summarize_media,
 )
 
-GROUP = "media"
-OWNERS = ["team:data"]
+STAGE = Stage(group="media", owners=("team:data",))
 
 
 class MediaDatasetConfig(dg.Config):
@@ -249,10 +248,7 @@ def _summary_metadata(summary: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-@dg.asset(
-    partitions_def=dataset_partitions,
-    group_name=GROUP,
-    owners=OWNERS,
+@STAGE.asset(
     kinds={"python", "parquet"},
     deps=["items"],
     description="One row per item: its poster (validated, RGB, ≤1024 px, stored once by sha256 "

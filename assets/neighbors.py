@@ -13,7 +13,7 @@ from pydantic import Field
 
 from assets.figures import length_histogram
 from assets.metadata import check_result, png_markdown, stats_markdown, table_metadata
-from assets.partitions import dataset_partitions
+from assets.partitions import Stage
 from assets.resources import LakeResource, WarehouseResource
 from model.graph import collaborative_kg_from_tables
 from model.sequences import (
@@ -23,8 +23,7 @@ from model.sequences import (
     sequence_stats,
 )
 
-GROUP = "neighbors"
-OWNERS = ["team:ml"]
+STAGE = Stage(group="neighbors", owners=("team:ml",))
 
 
 class NeighborsConfig(dg.Config):
@@ -36,16 +35,11 @@ class NeighborsConfig(dg.Config):
     max_hops: int | None = Field(default=None, description="Stop after this many hops (default: until full).")
 
 
-@dg.multi_asset(
+@STAGE.multi_asset(
     specs=[
-        dg.AssetSpec("collaborative_kg", deps=["split", "entities", "kg_triples", "users"], group_name=GROUP,
-                     owners=OWNERS, kinds={"parquet"}, skippable=True,
-                     description="The collaborative KG as an undirected edge table: user–item TRAIN pairs + KG triples."),
-        dg.AssetSpec("neighbor_sequences", deps=["split", "entities", "kg_triples", "users"], group_name=GROUP,
-                     owners=OWNERS, kinds={"parquet"}, skippable=True,
-                     description="Per item, its BFS neighbour sequence: pos, node_id, node_type (item/user/entity), hop."),
+        STAGE.spec("collaborative_kg", deps=["split", "entities", "kg_triples", "users"], kinds={"parquet"}, description="The collaborative KG as an undirected edge table: user–item TRAIN pairs + KG triples."),
+        STAGE.spec("neighbor_sequences", deps=["split", "entities", "kg_triples", "users"], kinds={"parquet"}, description="Per item, its BFS neighbour sequence: pos, node_id, node_type (item/user/entity), hop."),
     ],
-    partitions_def=dataset_partitions,
     can_subset=True,  # either table alone (both need the graph; each is written only if selected)
 )
 def neighbor_sequences(context: dg.AssetExecutionContext, config: NeighborsConfig, lake: LakeResource,

@@ -30,7 +30,7 @@ from assets.figures import (
     slices_markdown,
 )
 from assets.metadata import png_markdown, stats_markdown, table_metadata
-from assets.partitions import dataset_partitions
+from assets.partitions import Stage
 from assets.resources import LakeResource, WarehouseResource
 from model.config import FUSION_VARIANTS, TrainSettings
 from warehouse.runs import RunStore
@@ -38,8 +38,7 @@ from warehouse.runs import RunStore
 if TYPE_CHECKING:
     from model.data import RecData
 
-GROUP = "training"
-OWNERS = ["team:ml"]
+STAGE = Stage(group="training", owners=("team:ml",))
 INPUT_DEPS = ["split", "entities", "relations", "kg_triples", "clip_features",
               "neighbor_sequences"]
 
@@ -69,20 +68,13 @@ def load_training_data(lake: LakeResource, dataset: str) -> "RecData":
     return build_data(read_lake_tables(lake.root, dataset))
 
 
-@dg.multi_asset(
+@STAGE.multi_asset(
     specs=[
-        dg.AssetSpec("trained_model", deps=INPUT_DEPS, group_name=GROUP, owners=OWNERS,
-                     kinds={"pytorch", "safetensors"}, skippable=True,
-                     description="A trained recommender (TrainConfig.variant): checkpoint "
+        STAGE.spec("trained_model", deps=INPUT_DEPS, kinds={"pytorch", "safetensors"}, description="A trained recommender (TrainConfig.variant): checkpoint "
                      "(safetensors + config JSON) under <data_dir>/models/, resumable."),
-        dg.AssetSpec("training_runs", deps=["trained_model"], group_name=GROUP, owners=OWNERS,
-                     kinds={"duckdb"}, skippable=True,
-                     description="One row per training run (config, code version, device, time)."),
-        dg.AssetSpec("metrics", deps=["trained_model"], group_name=GROUP, owners=OWNERS,
-                     kinds={"duckdb"}, skippable=True,
-                     description="Final test/valid metrics (epoch NULL) and learning curves."),
+        STAGE.spec("training_runs", deps=["trained_model"], kinds={"duckdb"}, description="One row per training run (config, code version, device, time)."),
+        STAGE.spec("metrics", deps=["trained_model"], kinds={"duckdb"}, description="Final test/valid metrics (epoch NULL) and learning curves."),
     ],
-    partitions_def=dataset_partitions,
     # one training run produces all three; selecting any of them trains (and records the run in
     # the warehouse), and yields the selected ones, so `clip_features+` & co. resolve
     can_subset=True,
@@ -168,10 +160,7 @@ def _load_run_model(lake: LakeResource, dataset: str, run: dict):
     return model, data.to(next(model.parameters()).device)
 
 
-@dg.asset(
-    partitions_def=dataset_partitions,
-    group_name=GROUP,
-    owners=OWNERS,
+@STAGE.asset(
     kinds={"duckdb"},
     deps=["trained_model"],
     description="Top-k unseen items per user (seen = every pair of the split) from the latest "
@@ -196,10 +185,7 @@ def recommendations(context: dg.AssetExecutionContext, config: RunSelectionConfi
     })
 
 
-@dg.asset(
-    partitions_def=dataset_partitions,
-    group_name=GROUP,
-    owners=OWNERS,
+@STAGE.asset(
     kinds={"duckdb"},
     deps=["trained_model"],
     description="Per-user visual vs text attention weights of the latest fusion run (the "
@@ -232,10 +218,7 @@ def modality_preferences(context: dg.AssetExecutionContext, config: RunSelection
     })
 
 
-@dg.asset(
-    partitions_def=dataset_partitions,
-    group_name=GROUP,
-    owners=OWNERS,
+@STAGE.asset(
     kinds={"duckdb"},
     deps=["metrics"],
     description="The paper's Tables 2–4 over the latest run of every dataset × variant "
