@@ -15,6 +15,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets.config_schema import config_fields, to_settings
 from assets.metadata import check_result, stats_markdown, table_metadata
 from assets.partitions import Stage
 from assets.resources import HttpResource, LakeResource, WarehouseResource
@@ -32,15 +33,12 @@ class KGSourceConfig(dg.Config):
     locations: list[str] = Field(default_factory=list, description="Files it reads: paths, file:// or http(s) URLs.")
 
 
-class KGDatasetConfig(dg.Config):
+class KGDatasetConfig(config_fields(KGBuildOptions, dg.Config)):
+    """Per dataset partition: the sources, the cleaning of ``KGBuildOptions``, and Wikidata."""
+
     sources: list[KGSourceConfig] | None = Field(
         default=None, description="Sources to merge, in priority order; default: the registry's upstream files."
     )
-    add_reverse: bool = Field(default=False, description="Add an inverse triple (relation '<key>~inv') for every triple.")
-    min_relation_triples: int = Field(default=1, description="Drop relations with fewer triples.")
-    min_entity_degree: int = Field(default=1, description="Drop attribute entities in fewer triples (items are kept).")
-    max_entity_degree: int | None = Field(default=None, description="Cap hub entities at this many triples (seeded).")
-    seed: int = 0
     wikidata: bool = Field(default=False, description="Also fetch triples from Wikidata by the items' Freebase MIDs (online).")
     wikidata_domain: str = Field(default="film", description="Property set for Wikidata: 'film' or 'book'.")
     wikidata_endpoint: str = "https://query.wikidata.org/sparql"
@@ -111,13 +109,7 @@ def knowledge_graph(context: dg.AssetExecutionContext, config: KGConfig, http: H
                                       min_interval_s=settings.wikidata_min_interval_s, cache_dir=lake.cache_dir("wikidata"))
             inputs.triple_sources.append(("wikidata", wikidata.triples_for_mids(inputs.linked_mids(), properties)))
 
-    options = KGBuildOptions(
-        add_reverse=settings.add_reverse,
-        min_relation_triples=settings.min_relation_triples,
-        min_entity_degree=settings.min_entity_degree,
-        max_entity_degree=settings.max_entity_degree,
-        seed=settings.seed,
-    )
+    options = to_settings(KGBuildOptions, settings)
     result = build_kg(items, inputs.links, inputs.triple_sources, inputs.merged_names(), inputs.merged_types(), options)
     table1 = result.table1()
     table1.insert(0, "dataset", dataset)

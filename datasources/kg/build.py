@@ -94,11 +94,15 @@ class KGBuildOptions:
         seed: seed of the hub-cap draw.
     """
 
-    add_reverse: bool = False
-    min_relation_triples: int = 1
-    min_entity_degree: int = 1
-    max_entity_degree: int | None = None
-    seed: int = 0
+    add_reverse: bool = field(default=False, metadata={
+        "doc": "Add an inverse triple (relation '<key>~inv') for every triple."})
+    min_relation_triples: int = field(default=1, metadata={
+        "doc": "Drop relations with fewer triples."})
+    min_entity_degree: int = field(default=1, metadata={
+        "doc": "Drop attribute entities in fewer triples (items are kept)."})
+    max_entity_degree: int | None = field(default=None, metadata={
+        "doc": "Cap hub entities at this many triples (a seeded, order-independent choice)."})
+    seed: int = field(default=0, metadata={"doc": "Seed of the hub-cap draw."})
 
     def __post_init__(self) -> None:
         if self.min_relation_triples < 0 or self.min_entity_degree < 0:
