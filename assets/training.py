@@ -153,7 +153,7 @@ def _pick_run(store: RunStore, dataset: str, variant: str | None, fusion_only: b
 
 def _load_run_model(lake: LakeResource, dataset: str, run: dict):
     """The run's best checkpoint, rebuilt over the current lake tables (same device)."""
-    from model.train import load_model
+    from model.checkpoints import load_model
 
     data = load_training_data(lake, dataset)
     model = load_model(run["checkpoint_path"], data, device="auto")

@@ -37,13 +37,14 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere, without installi
 import torch  # noqa: E402
 
 from bench.common import parse_settings  # noqa: E402
+from model.checkpoints import pick_device  # noqa: E402
 from model.config import VARIANTS, TrainSettings  # noqa: E402
 from model.data import build_data, read_lake_tables  # noqa: E402
 from model.evaluate import evaluate  # noqa: E402
 from model.layers import ROUTES, PackedTokens  # noqa: E402
 from model.recommenders import build_model  # noqa: E402
 from model.synthetic_data import synthetic_tables  # noqa: E402
-from model.train import pick_device, train, uses_bf16  # noqa: E402
+from model.train import train, uses_bf16  # noqa: E402
 
 ML1M = {"n_users": 6040, "n_items": 3706, "n_pairs": 1_000_000, "n_attributes": 5000,
         "n_relations": 7, "n_triples": 20_000, "modalities": ("text",),

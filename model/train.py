@@ -26,16 +26,26 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
+from model.checkpoints import (
+    CHECKPOINT_FORMAT,
+    atomic_save,
+    load_checkpoint,
+    model_tensors,
+    optimizer_tensors,
+    pick_device,
+    restore_optimizer,
+)
 from model.config import FUSION_VARIANTS, TrainSettings
 from model.data import RecData
 from model.evaluate import evaluate, evaluate_slices
-from model.recommenders import Recommender, build_model
-from warehouse.files import atomic_path, atomic_write_json
-
-CHECKPOINT_FORMAT = "kg4rec-checkpoint-1"
+from model.recommenders import build_model
+from model.sampling import (
+    kg_training_triples,
+    sample_corrupt_tails,
+    sample_negatives,
+)
+from warehouse.files import atomic_write_json
 
 
 @dataclass
@@ -64,15 +74,6 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but CUDA is not available")
-    return device
 
 
 def cpu_has_bf16() -> bool:
@@ -106,108 +107,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-
-
-def is_member(keys: torch.Tensor, sorted_keys: torch.Tensor) -> torch.Tensor:
-    """Vectorised ``keys ∈ sorted_keys``."""
-    if sorted_keys.numel() == 0:
-        return torch.zeros_like(keys, dtype=torch.bool)
-    at = torch.searchsorted(sorted_keys, keys).clamp(max=sorted_keys.numel() - 1)
-    return sorted_keys[at] == keys
-
-
-def sample_negatives(users: torch.Tensor, n_items: int, positive_keys: torch.Tensor,
-                     generator: torch.Generator, rounds: int = 20,
-                     pool: torch.Tensor | None = None) -> torch.Tensor:
-    """One uniformly drawn item per user that is not among the user's train items.
-
-    Rejection sampling, vectorised: redraw only the collisions (positive_keys = sorted
-    ``user * n_items + item`` of the train pairs). ``pool``: draw from these item ids only."""
-
-    def draw(shape) -> torch.Tensor:
-        if pool is None:
-            return torch.randint(n_items, shape, generator=generator, device=users.device)
-        return pool[torch.randint(pool.numel(), shape, generator=generator, device=users.device)]
-
-    neg = draw(users.shape)
-    for _ in range(rounds):
-        bad = is_member(users * n_items + neg, positive_keys)
-        n_bad = int(bad.sum())
-        if n_bad == 0:
-            break
-        neg[bad] = draw((n_bad,))
-    return neg
-
-
-def kg_training_triples(data: RecData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """KG triples and their inverses, relation ids as in :func:`model.data.collaborative_edges`."""
-    R = data.n_relations
-    head = torch.cat([data.kg_head, data.kg_tail])
-    relation = torch.cat([data.kg_relation + 2, data.kg_relation + 2 + R])
-    tail = torch.cat([data.kg_tail, data.kg_head])
-    return head, relation, tail
-
-
-def sample_corrupt_tails(head, relation, n_entities: int, true_keys: torch.Tensor,
-                         n_rel: int, generator: torch.Generator, rounds: int = 10):
-    """t′ uniform over entities with (h, r, t′) not a true triple (vectorised rejection)."""
-    tail = torch.randint(n_entities, head.shape, generator=generator, device=head.device)
-    base = (head * n_rel + relation) * n_entities
-    for _ in range(rounds):
-        bad = is_member(base + tail, true_keys)
-        n_bad = int(bad.sum())
-        if n_bad == 0:
-            break
-        tail[bad] = torch.randint(n_entities, (n_bad,), generator=generator, device=head.device)
-    return tail
-
-
-def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
-                  metadata=metadata)
-
-
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, metadata with JSON values decoded) of a safetensors checkpoint."""
-    with safe_open(str(path), framework="pt") as handle:
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-        meta = handle.metadata() or {}
-    return tensors, {k: json.loads(v) for k, v in meta.items()}
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
-    state = optimizer.state_dict()
-    tensors = {}
-    for index, values in state["state"].items():
-        for key, value in values.items():
-            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value)
-    return tensors, state["param_groups"]
-
-
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
-                       param_groups: list) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
-
-
-def _model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-
-
-def load_model(path: str | Path, data: RecData, device: str = "auto") -> Recommender:
-    """Rebuild a model from ``best.safetensors``/``last.safetensors`` for inference."""
-    tensors, meta = load_checkpoint(Path(path))
-    settings = TrainSettings.from_dict(meta["settings"])
-    dev = pick_device(device)
-    model = build_model(settings.model_config(), data.to(dev)).to(dev)
-    model.load_state_dict(_model_tensors(tensors))
-    model.refresh_attention()
-    return model
 
 
 # --------------------------------------------------------------------------- the loop
@@ -308,8 +207,8 @@ class TrainingRun:
         if state.stopped:  # finished: no more epochs; its best weights are evaluated
             self.log(f"{self.last_path}: finished run ({state.stopped}), evaluating its best epoch")
         else:
-            self.model.load_state_dict(_model_tensors(tensors))
-            _restore_optimizer(self.optimizer, tensors, meta["param_groups"])
+            self.model.load_state_dict(model_tensors(tensors))
+            restore_optimizer(self.optimizer, tensors, meta["param_groups"])
             torch.set_rng_state(tensors["rng.cpu"])
             if self.device.type == "cuda" and "rng.cuda" in tensors:
                 torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
@@ -320,8 +219,8 @@ class TrainingRun:
 
     def save_last(self) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        optimizer_tensors, param_groups = _optimizer_tensors(self.optimizer)
-        tensors |= optimizer_tensors
+        adam, param_groups = optimizer_tensors(self.optimizer)
+        tensors |= adam
         tensors["rng.cpu"] = torch.get_rng_state()
         tensors["rng.sampler"] = self.sampler.get_state()
         if self.device.type == "cuda":
@@ -440,7 +339,7 @@ class TrainingRun:
         settings, state, model = self.settings, self.state, self.model
         if self.best_path.is_file():
             tensors, _ = load_checkpoint(self.best_path)
-            model.load_state_dict(_model_tensors(tensors))
+            model.load_state_dict(model_tensors(tensors))
         model.refresh_attention()
         model.eval()
         with torch.no_grad():

@@ -9,8 +9,8 @@ from model.config import IMPROVED_PROPAGATION, PAPER_PROPAGATION, VARIANTS, Mode
 from model.data import build_data, collaborative_edges
 from model.layers import ROUTES, BiTransformer, ModalAttention, PackedTokens, SparseMatrix
 from model.recommenders import build_model
+from model.sampling import kg_training_triples, sample_negatives
 from model.synthetic_data import neighbor_sequences_of, synthetic_tables
-from model.train import kg_training_triples, sample_negatives
 
 TINY = {"embed_dim": 16, "relation_dim": 8, "layer_sizes": (16, 8), "n_heads": 2,
         "n_blocks": 1, "ffn_dim": 16}

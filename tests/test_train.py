@@ -9,19 +9,14 @@ import torch
 
 import model.evaluate as model_evaluate
 import model.train
+from model.checkpoints import load_checkpoint, load_model
 from model.config import TrainSettings
 from model.data import build_data
 from model.evaluate import evaluate
 from model.recommenders import Recommender
+from model.sampling import is_member, sample_corrupt_tails, sample_negatives
 from model.synthetic_data import synthetic_tables
-from model.train import (
-    is_member,
-    load_checkpoint,
-    load_model,
-    sample_corrupt_tails,
-    sample_negatives,
-    train,
-)
+from model.train import train
 
 TINY = {"embed_dim": 16, "relation_dim": 8, "layer_sizes": [16, 8], "n_heads": 2,
         "n_blocks": 1, "ffn_dim": 16, "batch_size": 128, "device": "cpu"}
