@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: run-config ``execution`` blocks; the first is what the jobs use by default
 EXECUTORS = {
-    "default": None,  # whatever pipeline.definitions sets
+    "default": None,  # what the --config file says (configs/offline.yaml: in_process)
     "in_process": {"config": {"in_process": {}}},
     "multiprocess": {"config": {"multiprocess": {}}},  # spawn: each step imports the code again
     "forkserver": {"config": {"multiprocess": {"start_method": {

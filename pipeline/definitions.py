@@ -27,9 +27,9 @@ STAGE_JOBS = [
     ("training", "Stage 6 only: train TrainConfig.variant and refresh recommendations and tables."),
 ]
 #: Steps run in the run's own process by default: the multiprocess executor starts a process and
-#: imports the code location again for every step, which on 2 cores made the offline ml-100k
-#: stages 1-5 take 2.13x their steps' own time (in process: 1.23x; multiprocess with a
-#: forkserver that preloads the code: 1.44x; `python bench/pipeline_overhead.py`). A run config
+#: imports the code location again for every step, which on 2 idle cores made the offline
+#: ml-100k stages 1-5 take 2.24x their steps' own time (in process: 1.26x; multiprocess with a
+#: forkserver that preloads the code: 1.53x; `python bench/pipeline_overhead.py`). A run config
 #: with `execution: {config: {multiprocess: {...}}}` still picks the multiprocess executor, e.g.
 #: on a machine with cores to spare for parallel steps.
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}

@@ -37,7 +37,7 @@ def test_the_offline_config_is_cut_to_each_stage_job():
     config = load_configs([str(ROOT / "configs" / "offline.yaml")])
     kg = for_nodes(config, {"knowledge_graph", "kg_triples_kg_ids_valid"})
     assert set(kg["ops"]) == {"knowledge_graph"}
-    assert for_nodes(config, {"split"}) == {}
+    assert for_nodes(config, {"split"}) == {"execution": {"config": {"in_process": {}}}}  # kept
 
 
 def test_cli_output_is_accepted_by_the_kg_job():
