@@ -34,6 +34,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,78 +216,101 @@ def main(argv: list[str] | None = None) -> int:
     tables = lake_tables(data_dir, args.dataset)
     if tables is None:
         return 2
-    data = build_data(tables)
-    done = read_ledger(ledger)
-    store = None
-    if not args.no_warehouse:
-        store = run_store(data_dir)
-    out_root = data_dir / "models" / "tune" / args.dataset / args.variant
+    search = Search(dataset=args.dataset, variant=args.variant, study=study, grid=grid,
+                    fixed=fixed, budget=args.budget, seed=args.seed, threads=args.threads,
+                    ledger=ledger, data=build_data(tables),
+                    store=None if args.no_warehouse else run_store(data_dir),
+                    out_root=data_dir / "models" / "tune" / args.dataset / args.variant)
+    trials = [search.trial(number, len(configs), params)
+              for number, params in enumerate(configs, 1)]
+    print(trials_table(study, args.dataset, grid, trials))
+    chosen = choose(trials)
+    print(f"chosen on validation: trial {chosen['trial']} {chosen['params']}", flush=True)
+    if search.store is not None:
+        search.store.mark_chosen(study, args.dataset, chosen["config_hash"])
+    if not args.no_test:
+        search.test_once(chosen)
+    return 0
 
-    trials = []
-    for number, params in enumerate(configs, 1):
+
+@dataclass
+class Search:
+    """One study: trains (or finds in the ledger) each configuration, then tests the winner."""
+
+    dataset: str
+    variant: str
+    study: str
+    grid: dict[str, list]
+    fixed: dict
+    budget: int
+    seed: int
+    threads: int
+    ledger: Path
+    data: object
+    store: object | None
+    out_root: Path
+
+    def trial(self, number: int, total: int, params: dict) -> dict:
+        """The ledger record of one configuration, training it unless the ledger has it."""
         settings = TrainSettings.from_dict(
-            {**fixed, **params, "variant": args.variant, "evaluate_test": False})
+            {**self.fixed, **params, "variant": self.variant, "evaluate_test": False})
         key = settings.config_hash()
-        found = find_trial(done, settings)
+        found = find_trial(read_ledger(self.ledger), settings)
         if found is not None:
-            print(f"trial {number}: {params} already in {ledger.name}: "
+            print(f"trial {number}: {params} already in {self.ledger.name}: "
                   f"valid recall@20 {found['valid']['recall@20']:.4f}", flush=True)
-            trials.append(found)
-            continue
-        print(f"trial {number}/{len(configs)}: {params}", flush=True)
-        result = train(settings, data, out_root / key, resume=True,
+            return found
+        print(f"trial {number}/{total}: {params}", flush=True)
+        result = train(settings, self.data, self.out_root / key, resume=True,
                        log=lambda m: print(m, flush=True))
-        record = {"study": study, "dataset": args.dataset, "variant": args.variant,
-                  "trial": number, "params": params, "fixed": fixed, "config_hash": key,
+        record = {"study": self.study, "dataset": self.dataset, "variant": self.variant,
+                  "trial": number, "params": params, "fixed": self.fixed, "config_hash": key,
                   "settings": result.settings, "valid": result.best_valid,
                   "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                   "stopped": result.stopped, "seconds": result.total_seconds,
                   "seconds_per_epoch": result.seconds_per_epoch, "device": result.device,
-                  "threads": args.threads, "code_version": code_version(),
-                  "grid": grid, "budget": args.budget, "seed": args.seed,
+                  "threads": self.threads, "code_version": code_version(),
+                  "grid": self.grid, "budget": self.budget, "seed": self.seed,
                   "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        append_ledger(ledger, record)
-        if store is not None:
-            run_id = new_run_id(args.dataset, args.variant, key)
-            store.record_run(run_row(run_id, args.dataset, result, source="tune"),
-                             metric_rows(result))
-            store.record_trial({**record, "run_id": run_id})
-        trials.append(record)
+        append_ledger(self.ledger, record)
+        if self.store is not None:
+            run_id = new_run_id(self.dataset, self.variant, key)
+            self.store.record_run(run_row(run_id, self.dataset, result, source="tune"),
+                                  metric_rows(result))
+            self.store.record_trial({**record, "run_id": run_id})
+        return record
 
-    print(f"\n{study} on {args.dataset} (validation, full ranking)")
-    print("| trial | " + " | ".join(sorted(grid)) + " | valid recall@20 | ndcg@20 | "
-          "best epoch | stopped | s/epoch |")
-    print("| --- |" + " --- |" * (len(grid) + 5))
+    def test_once(self, chosen: dict) -> None:
+        """The one test evaluation: resume the chosen trial (finished: its loop is skipped),
+        load its best epoch and evaluate the test split."""
+        settings = TrainSettings.from_dict(chosen["settings"] | {"evaluate_test": True})
+        result = train(settings, self.data, self.out_root / settings.config_hash(),
+                       resume=True, log=lambda m: print(m, flush=True))
+        record = {**chosen, "test": result.test, "tested_at":
+                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "chosen": True}
+        append_ledger(self.ledger, record)
+        if self.store is not None:
+            run_id = new_run_id(self.dataset, self.variant, chosen["config_hash"])
+            self.store.record_run(run_row(run_id, self.dataset, result, source="tuned"),
+                                  metric_rows(result))
+            self.store.rebuild_paper_tables()
+        t = result.test
+        print(f"test (once, chosen configuration): recall@20 {t['recall@20']:.4f} "
+              f"ndcg@20 {t['ndcg@20']:.4f} mrr@20 {t['mrr@20']:.4f}")
+
+
+def trials_table(study: str, dataset: str, grid: dict[str, list], trials: list[dict]) -> str:
+    """The study's trials as a markdown table (validation metrics only)."""
+    lines = [f"\n{study} on {dataset} (validation, full ranking)",
+             "| trial | " + " | ".join(sorted(grid)) + " | valid recall@20 | ndcg@20 | "
+             "best epoch | stopped | s/epoch |",
+             "| --- |" + " --- |" * (len(grid) + 5)]
     for t in trials:
         cells = " | ".join(str(t["params"].get(n)) for n in sorted(grid))
-        print(f"| {t['trial']} | {cells} | {t['valid']['recall@20']:.4f} | "
-              f"{t['valid']['ndcg@20']:.4f} | {t['best_epoch']} | {t['stopped']} | "
-              f"{t['seconds_per_epoch']:.1f} |")
-    chosen = choose(trials)
-    print(f"chosen on validation: trial {chosen['trial']} {chosen['params']}", flush=True)
-    if store is not None:
-        store.mark_chosen(study, args.dataset, chosen["config_hash"])
-    if args.no_test:
-        return 0
-
-    # the one test evaluation: resume the chosen trial (finished: its loop is skipped), load its
-    # best epoch and evaluate the test split
-    settings = TrainSettings.from_dict(chosen["settings"] | {"evaluate_test": True})
-    result = train(settings, data, out_root / settings.config_hash(), resume=True,
-                   log=lambda m: print(m, flush=True))
-    record = {**chosen, "test": result.test, "tested_at":
-              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "chosen": True}
-    append_ledger(ledger, record)
-    if store is not None:
-        run_id = new_run_id(args.dataset, args.variant, chosen["config_hash"])
-        store.record_run(run_row(run_id, args.dataset, result, source="tuned"),
-                         metric_rows(result))
-        store.rebuild_paper_tables()
-    t = result.test
-    print(f"test (once, chosen configuration): recall@20 {t['recall@20']:.4f} "
-          f"ndcg@20 {t['ndcg@20']:.4f} mrr@20 {t['mrr@20']:.4f}")
-    return 0
-
+        lines.append(f"| {t['trial']} | {cells} | {t['valid']['recall@20']:.4f} | "
+                     f"{t['valid']['ndcg@20']:.4f} | {t['best_epoch']} | {t['stopped']} | "
+                     f"{t['seconds_per_epoch']:.1f} |")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -163,12 +163,35 @@ def build_collaborative_kg(
     Returns:
         :class:`CollaborativeKG` with ``n_nodes = n_entities + n_users``.
     """
+    users, items, heads, tails, kg_rel = _checked_inputs(
+        n_users, n_items, n_entities, train_user_ids, train_item_ids, kg_heads, kg_tails,
+        kg_relations)
+    n_nodes = n_entities + n_users
+    # One (a, b, relation) list of undirected edges: interactions then KG triples.
+    a = np.concatenate([items, heads])
+    b = np.concatenate([users + n_entities, tails])
+    rel = np.concatenate([np.full(items.shape, NO_RELATION, dtype=np.int64), kg_rel])
+    indptr, indices, relation = _undirected_csr(a, b, rel, n_nodes)
+    return CollaborativeKG(
+        n_users=int(n_users),
+        n_items=int(n_items),
+        n_entities=int(n_entities),
+        n_nodes=int(n_nodes),
+        indptr=indptr,
+        indices=indices,
+        node_type=node_types(n_users, n_items, n_entities),
+        relation=relation,
+    )
+
+
+def _checked_inputs(n_users, n_items, n_entities, train_user_ids, train_item_ids,
+                    kg_heads, kg_tails, kg_relations):
+    """The edge inputs of :func:`build_collaborative_kg` as int64 arrays, checked."""
     if n_items < 0 or n_users < 0 or n_entities < n_items:
         raise ValueError(
             f"need n_users >= 0 and n_entities >= n_items >= 0, got "
             f"n_users={n_users}, n_items={n_items}, n_entities={n_entities}"
         )
-    n_nodes = n_entities + n_users
     users = _as_ids("train_user_ids", train_user_ids, n_users)
     items = _as_ids("train_item_ids", train_item_ids, n_items)
     heads = _as_ids("kg_heads", kg_heads, n_entities)
@@ -185,12 +208,15 @@ def build_collaborative_kg(
         kg_rel = np.asarray(kg_relations).astype(np.int64, copy=False)
         if kg_rel.shape != heads.shape:
             raise ValueError("kg_relations must be aligned with kg_heads")
+    return users, items, heads, tails, kg_rel
 
-    # One (a, b, relation) list of undirected edges: interactions then KG triples.
-    a = np.concatenate([items, heads])
-    b = np.concatenate([users + n_entities, tails])
-    rel = np.concatenate([np.full(items.shape, NO_RELATION, dtype=np.int64), kg_rel])
-    keep = a != b  # no self loops
+
+def _undirected_csr(a: np.ndarray, b: np.ndarray, rel: np.ndarray, n_nodes: int):
+    """CSR (indptr, indices, relation) of the undirected, deduplicated edges ``a -- b``.
+
+    Self loops are dropped; an edge given several times keeps its smallest relation id.
+    """
+    keep = a != b
     a, b, rel = a[keep], b[keep], rel[keep]
     # Both directions, packed as row * n_nodes + col (fits int64: n_nodes**2 < 2**63).
     rows = np.concatenate([a, b])
@@ -198,7 +224,7 @@ def build_collaborative_kg(
     rel2 = np.concatenate([rel, rel])
     keys = rows * np.int64(n_nodes) + cols
     # Sort by (key, relation) so the first occurrence of each key carries the smallest
-    # relation id; np.unique then dedupes and leaves keys in CSR (row, col) order.
+    # relation id and keys come out in CSR (row, col) order.
     order = np.lexsort((rel2, keys))
     keys, rel2 = keys[order], rel2[order]
     # Adjacent comparison instead of np.unique: keys are already sorted, and NumPy 2.4's
@@ -212,16 +238,7 @@ def build_collaborative_kg(
     indptr = np.zeros(n_nodes + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     idx_dtype = np.int32 if n_nodes < 2**31 else np.int64
-    return CollaborativeKG(
-        n_users=int(n_users),
-        n_items=int(n_items),
-        n_entities=int(n_entities),
-        n_nodes=int(n_nodes),
-        indptr=indptr,
-        indices=cols_u.astype(idx_dtype),
-        node_type=node_types(n_users, n_items, n_entities),
-        relation=rel2[first].astype(np.int32),
-    )
+    return indptr, cols_u.astype(idx_dtype), rel2[first].astype(np.int32)
 
 
 def collaborative_kg_from_tables(tables) -> CollaborativeKG:

@@ -50,37 +50,11 @@ def synthetic_tables(
     """Every table the model reads, as the pipeline would write them (ids contiguous)."""
     rng = np.random.default_rng(seed)
     dims = {"image": 32, "text": 24} | (feature_dims or {})
+    # the draws happen in this order (factors, pairs, KG, features): same seed, same tables
     user_f = rng.normal(size=(n_users, rank))
     item_f = rng.normal(size=(n_items, rank))
-    logits = user_f @ item_f.T + rng.gumbel(size=(n_users, n_items)) * 2.0
-    # each user gets at least 3 pairs; the rest by the strongest logits overall
-    n_pairs = min(n_pairs, n_users * n_items)
-    flat = np.argsort(-logits, axis=None)[:n_pairs]
-    users, items = np.unravel_index(flat, logits.shape)
-    top3 = np.argsort(-logits, axis=1)[:, :3]
-    users = np.concatenate([users, np.repeat(np.arange(n_users), 3)])
-    items = np.concatenate([items, top3.reshape(-1)])
-    pairs = np.unique(users * n_items + items)
-    users, items = pairs // n_items, pairs % n_items
-    split = pd.DataFrame({"user_id": users.astype(np.int64), "item_id": items.astype(np.int64),
-                          "split": _split_per_user(users, rng)})
-
+    split = _synthetic_split(user_f, item_f, n_pairs, rng)
     n_entities = n_items + n_attributes
-    cluster = np.argmax(item_f[:, : max(1, min(rank, n_attributes))], axis=1) % max(n_attributes, 1)
-    heads, rels, tails = [], [], []
-    if n_attributes and n_triples:
-        head = rng.integers(0, n_items, n_triples)
-        same = rng.random(n_triples) < 0.8
-        tail = np.where(same, cluster[head], rng.integers(0, n_attributes, n_triples)) + n_items
-        rel = rng.integers(0, n_relations, n_triples)
-        keys = np.unique((head * n_relations + rel) * n_entities + tail)
-        heads = keys // n_entities // n_relations
-        rels = keys // n_entities % n_relations
-        tails = keys % n_entities
-    kg = pd.DataFrame({"head_id": np.asarray(heads, dtype=np.int64),
-                       "relation_id": np.asarray(rels, dtype=np.int64),
-                       "tail_id": np.asarray(tails, dtype=np.int64), "source": "synthetic"})
-
     tables: dict[str, pd.DataFrame | pa.Table] = {
         "users": pd.DataFrame({"user_id": np.arange(n_users), "user_key": [f"u{u}" for u in
                                                                         range(n_users)]}),
@@ -95,37 +69,86 @@ def synthetic_tables(
             "kind": ["item"] * n_items + ["attribute"] * n_attributes}),
         "relations": pd.DataFrame({"relation_id": np.arange(n_relations),
                                    "relation_key": [f"r{r}" for r in range(n_relations)]}),
-        "kg_triples": kg,
+        "kg_triples": _synthetic_kg(item_f, n_attributes, n_relations, n_triples, rng),
     }
+    attr_f = rng.normal(size=(n_attributes, rank))
+    features = _synthetic_features(np.concatenate([item_f, attr_f]), modalities, dims,
+                                   feature_coverage, rng)
+    if features is not None:
+        tables["clip_features"] = features
+    if with_sequences:
+        tables["neighbor_sequences"] = neighbor_sequences_of(tables, sequence_length)
+    return tables
 
+
+def _synthetic_split(user_f: np.ndarray, item_f: np.ndarray, n_pairs: int,
+                     rng: np.random.Generator) -> pd.DataFrame:
+    """Pairs drawn from the low-rank logits (every user gets at least 3), split per user."""
+    n_users, n_items = len(user_f), len(item_f)
+    logits = user_f @ item_f.T + rng.gumbel(size=(n_users, n_items)) * 2.0
+    # each user gets at least 3 pairs; the rest by the strongest logits overall
+    n_pairs = min(n_pairs, n_users * n_items)
+    flat = np.argsort(-logits, axis=None)[:n_pairs]
+    users, items = np.unravel_index(flat, logits.shape)
+    top3 = np.argsort(-logits, axis=1)[:, :3]
+    users = np.concatenate([users, np.repeat(np.arange(n_users), 3)])
+    items = np.concatenate([items, top3.reshape(-1)])
+    pairs = np.unique(users * n_items + items)
+    users, items = pairs // n_items, pairs % n_items
+    return pd.DataFrame({"user_id": users.astype(np.int64), "item_id": items.astype(np.int64),
+                         "split": _split_per_user(users, rng)})
+
+
+def _synthetic_kg(item_f: np.ndarray, n_attributes: int, n_relations: int, n_triples: int,
+                  rng: np.random.Generator) -> pd.DataFrame:
+    """Item → attribute triples; 80 % follow the item's strongest latent factor."""
+    n_items, rank = item_f.shape
+    n_entities = n_items + n_attributes
+    cluster = np.argmax(item_f[:, : max(1, min(rank, n_attributes))], axis=1) % max(n_attributes, 1)
+    heads, rels, tails = [], [], []
+    if n_attributes and n_triples:
+        head = rng.integers(0, n_items, n_triples)
+        same = rng.random(n_triples) < 0.8
+        tail = np.where(same, cluster[head], rng.integers(0, n_attributes, n_triples)) + n_items
+        rel = rng.integers(0, n_relations, n_triples)
+        keys = np.unique((head * n_relations + rel) * n_entities + tail)
+        heads = keys // n_entities // n_relations
+        rels = keys // n_entities % n_relations
+        tails = keys % n_entities
+    return pd.DataFrame({"head_id": np.asarray(heads, dtype=np.int64),
+                         "relation_id": np.asarray(rels, dtype=np.int64),
+                         "tail_id": np.asarray(tails, dtype=np.int64), "source": "synthetic"})
+
+
+def _synthetic_features(entity_f: np.ndarray, modalities: tuple[str, ...],
+                        dims: dict[str, int], coverage: float,
+                        rng: np.random.Generator) -> pa.Table | None:
+    """A ``clip_features`` table: noisy projections of the latent factors, ``coverage`` kept."""
+    n_entities, rank = entity_f.shape
     columns: dict[str, list] = {"entity_id": [], "modality": [], "model": [], "dim": [],
                                 "vector": []}
-    attr_f = rng.normal(size=(n_attributes, rank))
-    entity_f = np.concatenate([item_f, attr_f])
     for modality in modalities:
         dim = dims[modality]
         proj = rng.normal(size=(rank, dim)) / np.sqrt(rank)
         vec = (entity_f @ proj + 0.3 * rng.normal(size=(n_entities, dim))).astype(np.float32)
-        keep = np.flatnonzero(rng.random(n_entities) < feature_coverage)
+        keep = np.flatnonzero(rng.random(n_entities) < coverage)
         columns["entity_id"] += keep.tolist()
         columns["modality"] += [modality] * keep.size
         columns["model"] += [f"synthetic-{modality}"] * keep.size
         columns["dim"] += [dim] * keep.size
         columns["vector"] += list(vec[keep])
-    if columns["entity_id"]:
-        # one FixedSizeList column per table needs one dim: different dims → list<float32>
-        same_dim = len({dims[m] for m in modalities}) == 1
-        vtype = pa.list_(pa.float32(), dims[modalities[0]]) if same_dim else pa.list_(pa.float32())
-        tables["clip_features"] = pa.table({
-            "entity_id": pa.array(columns["entity_id"], pa.int64()),
-            "modality": pa.array(columns["modality"], pa.string()),
-            "model": pa.array(columns["model"], pa.string()),
-            "dim": pa.array(columns["dim"], pa.int32()),
-            "vector": pa.array([v.tolist() for v in columns["vector"]], vtype),
-        })
-    if with_sequences:
-        tables["neighbor_sequences"] = neighbor_sequences_of(tables, sequence_length)
-    return tables
+    if not columns["entity_id"]:
+        return None
+    # one FixedSizeList column per table needs one dim: different dims → list<float32>
+    same_dim = len({dims[m] for m in modalities}) == 1
+    vtype = pa.list_(pa.float32(), dims[modalities[0]]) if same_dim else pa.list_(pa.float32())
+    return pa.table({
+        "entity_id": pa.array(columns["entity_id"], pa.int64()),
+        "modality": pa.array(columns["modality"], pa.string()),
+        "model": pa.array(columns["model"], pa.string()),
+        "dim": pa.array(columns["dim"], pa.int32()),
+        "vector": pa.array([v.tolist() for v in columns["vector"]], vtype),
+    })
 
 
 def neighbor_sequences_of(tables: dict[str, pd.DataFrame], n: int) -> pd.DataFrame:
