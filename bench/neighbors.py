@@ -155,10 +155,29 @@ def bench_dataset(name: str, data: Path, n: int, tie_break: str, sample: int, se
     t0 = time.perf_counter()
     graph, note = LOADERS[name](data)
     t_load = time.perf_counter() - t0
-    deg = graph.degree()
-    item_deg = deg[: graph.n_items]
     print(f"\n=== {name} (n={n}, tie_break={tie_break}) ===")
     print(f"data: {note}")
+    print_graph(graph, n, t_load)
+    rss_before = _peak_rss_mib()
+    seqs, t_vec = time_vectorised(name, graph, n, tie_break, seed)
+    rng = np.random.default_rng(seed)
+    compare_with_reference(graph, seqs, t_vec, n, tie_break, sample, seed, rng)
+    print_scaling(graph, n, tie_break, seed, rng)
+    tracemalloc.start()
+    bfs_neighbor_sequences(graph, n, tie_break=tie_break, seed=seed)
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(
+        f"memory: BFS traced peak {traced_peak / 2**20:.1f} MiB (tracemalloc, numpy buffers); "
+        f"process peak RSS {rss_before:.0f} MiB after load+build, "
+        f"{_peak_rss_mib():.0f} MiB after BFS runs"
+    )
+    print_sequence_stats(seqs, graph)
+
+
+def print_graph(graph: CollaborativeKG, n: int, t_load: float) -> None:
+    deg = graph.degree()
+    item_deg = deg[: graph.n_items]
     print(
         f"graph: {graph.n_nodes:,} nodes ({graph.n_items:,} items, "
         f"{graph.n_entities - graph.n_items:,} attribute entities, {graph.n_users:,} users), "
@@ -171,9 +190,10 @@ def bench_dataset(name: str, data: Path, n: int, tie_break: str, sample: int, se
         + f"; isolated items {int((item_deg == 0).sum()):,}; items with degree < n-1: "
         f"{int((item_deg < n - 1).sum()):,} ({(item_deg < n - 1).mean():.1%})"
     )
-    rss_before = _peak_rss_mib()
 
-    # Vectorised, all items (best of 3 to damp noise from the shared CPUs).
+
+def time_vectorised(name: str, graph: CollaborativeKG, n: int, tie_break: str, seed: int):
+    """Vectorised BFS over all items, best of 3 (to damp noise from the shared CPUs)."""
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
@@ -186,9 +206,12 @@ def bench_dataset(name: str, data: Path, n: int, tie_break: str, sample: int, se
         f"(best of 3; {t_vec / graph.n_items * 1e6:.1f} us/item) "
         f"target <= {TARGET_S[name]:.0f} s: {ok}"
     )
+    return seqs, t_vec
 
-    # Reference on a seeded sample, extrapolated.
-    rng = np.random.default_rng(seed)
+
+def compare_with_reference(graph: CollaborativeKG, seqs, t_vec: float, n: int, tie_break: str, sample: int,
+                           seed: int, rng: np.random.Generator) -> None:
+    """The reference BFS on a seeded sample of items: agreement and extrapolated speedup."""
     k = min(sample, graph.n_items)
     picks = rng.choice(graph.n_items, size=k, replace=False)
     t0 = time.perf_counter()
@@ -207,29 +230,21 @@ def bench_dataset(name: str, data: Path, n: int, tie_break: str, sample: int, se
     )
     print(f"speedup (extrapolated reference / vectorised): {t_ref_all / t_vec:.0f}x")
 
+
+def print_scaling(graph: CollaborativeKG, n: int, tie_break: str, seed: int,
+                  rng: np.random.Generator) -> None:
     print("scaling (vectorised, seeded random subsets of items):")
     print(f"  {'items':>8} {'share':>6} {'seconds':>9} {'us/item':>9}")
     perm = rng.permutation(graph.n_items)
     for share in (0.25, 0.5, 1.0):
         m = round(share * graph.n_items)
         sub = np.sort(perm[:m])
-        best = float("inf")
-        for _ in range(3):
-            t0 = time.perf_counter()
-            bfs_neighbor_sequences(graph, n, tie_break=tie_break, seed=seed, items=sub)
-            best = min(best, time.perf_counter() - t0)
+        best = _best_time(lambda sub=sub: bfs_neighbor_sequences(
+            graph, n, tie_break=tie_break, seed=seed, items=sub))
         print(f"  {m:>8,} {share:>6.0%} {best:>9.3f} {best / m * 1e6:>9.1f}")
 
-    tracemalloc.start()
-    bfs_neighbor_sequences(graph, n, tie_break=tie_break, seed=seed)
-    _, traced_peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    print(
-        f"memory: BFS traced peak {traced_peak / 2**20:.1f} MiB (tracemalloc, numpy buffers); "
-        f"process peak RSS {rss_before:.0f} MiB after load+build, "
-        f"{_peak_rss_mib():.0f} MiB after BFS runs"
-    )
 
+def print_sequence_stats(seqs, graph: CollaborativeKG) -> None:
     st = sequence_stats(seqs, graph)
     ln = st["length"]
     print(
@@ -253,6 +268,15 @@ def bench_dataset(name: str, data: Path, n: int, tie_break: str, sample: int, se
                 for e in ex
             )
         )
+
+
+def _best_time(fn, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
