@@ -223,7 +223,7 @@ def end_to_end_texts(encoder: ClipEncoder, texts: list[str], ceiling: float | No
     return record("texts: tokenise + encode", len(texts), seconds, ceiling)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32")
@@ -239,7 +239,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed runs per measurement, best kept (default: 2 on CPU, 1 on CUDA)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def environment(device: torch.device, cores: int) -> dict:
+    """Versions and hardware, printed first and stored with the rows."""
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "transformers": __import__("transformers").__version__,
+                "pillow": Image.__version__, "cores": cores, "device": str(device)}
+    try:
+        import torchvision
+
+        versions["torchvision"] = torchvision.__version__
+    except ImportError:
+        versions["torchvision"] = None
+    if device.type == "cuda":
+        versions["gpu"] = torch.cuda.get_device_name(device)
+    return versions
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
     global REPEATS
 
     device = pick_device(args.device)
@@ -250,17 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = default_workers()
     workers = args.workers or cores
     width, height = (int(v) for v in args.size.lower().split("x"))
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "transformers": __import__("transformers").__version__,
-                "pillow": Image.__version__, "cores": cores, "device": str(device)}
-    try:
-        import torchvision
-
-        versions["torchvision"] = torchvision.__version__
-    except ImportError:
-        versions["torchvision"] = None
-    if cuda:
-        versions["gpu"] = torch.cuda.get_device_name(device)
+    versions = environment(device, cores)
     print("environment:", json.dumps(versions), flush=True)
     begun = time.perf_counter()
 
@@ -271,9 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = save_random_clip(tmp_path / "clip-vit-b32-random", words=words)
         encoder = ClipEncoder(local_dir=model_dir, device=device, dtype=args.dtype,
                               batch_size=args.batch_size, num_workers=workers, gpu_decode=False)
-        batch = encoder.batch_size
         print(f"model: ViT-B/32 random weights, {sum(p.numel() for p in encoder.model.parameters()) / 1e6:.0f}M "
-              f"params, {encoder.info.dtype}, batch {batch}, {workers} decode workers "
+              f"params, {encoder.info.dtype}, batch {encoder.batch_size}, {workers} decode workers "
               f"(setup {time.perf_counter() - started:.1f}s)", flush=True)
         started = time.perf_counter()
         image_dir = tmp_path / "posters"
@@ -284,44 +293,50 @@ def main(argv: list[str] | None = None) -> int:
         size_kb = np.mean([p.stat().st_size for p in paths[:64]]) / 1024
         print(f"data: {len(paths):,} JPEGs {width}x{height} (~{size_kb:.0f} KB), {n_texts:,} texts "
               f"({time.perf_counter() - started:.1f}s)", flush=True)
-
-        print("ceilings:", flush=True)
-        spec = encoder.spec
-        use_gpu_decode = cuda and not args.no_gpu_decode and gpu_decode_available(device)
-        tower = guard(lambda: image_tower_ceiling(encoder, batch, max(2, min(20, n_images // batch))))
-        text_tower = guard(lambda: text_tower_ceiling(encoder, texts))
-        decode = guard(lambda: host_decode_ceiling(paths[:n_decode], spec, cores))
-        decode_draft = guard(lambda: host_decode_ceiling(paths[:n_decode], spec.with_draft(True), cores)
-                             ) if args.draft else None
-        gpu_decode = guard(lambda: gpu_decode_ceiling(paths[:n_images], spec, batch, device)
-                           ) if use_gpu_decode else None
-
-        print("end to end (files or strings -> normalised vectors):", flush=True)
-        pil_vectors = guard(lambda: end_to_end_images(encoder, paths[:n_images], "images: PIL workers",
-                                                      bound(tower, decode)))
-        if args.draft:
-            encoder.spec = spec.with_draft(True)
-            guard(lambda: end_to_end_images(encoder, paths[:n_images], "images: PIL workers, draft",
-                                            bound(tower, decode_draft)))
-            encoder.spec = spec
-        if use_gpu_decode:
-            encoder.gpu_decode = True
-            gpu_vectors = guard(lambda: end_to_end_images(encoder, paths[:n_images], "images: nvJPEG on GPU",
-                                                          bound(tower, gpu_decode)))
-            encoder.gpu_decode = False
-            if pil_vectors is not None and gpu_vectors is not None:
-                k = min(1024, n_images)
-                cosine = float(np.mean(np.sum(pil_vectors[:k] * gpu_vectors[:k], axis=1)))
-                print(f"  agreement nvJPEG vs PIL vectors: mean cosine {cosine:.5f} over {k} images", flush=True)
-                ROWS.append({"name": "agreement nvJPEG vs PIL (mean cosine)", "value": round(cosine, 6)})
-
-        guard(lambda: end_to_end_texts(encoder, texts, text_tower))
+        measure(encoder, paths, texts, args, device, cores, n_images, n_decode)
         print(f"total {time.perf_counter() - begun:.0f}s, {len(FAILURES)} failed sections", flush=True)
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"environment": versions, "rows": ROWS, "failures": FAILURES}, indent=2))
     return 1 if FAILURES else 0
+
+
+def measure(encoder, paths: list[Path], texts: list[str], args: argparse.Namespace,
+            device: torch.device, cores: int, n_images: int, n_decode: int) -> None:
+    """The ceilings (tower alone, decode alone), then end to end against them (into ROWS)."""
+    print("ceilings:", flush=True)
+    batch = encoder.batch_size
+    spec = encoder.spec
+    use_gpu_decode = device.type == "cuda" and not args.no_gpu_decode and gpu_decode_available(device)
+    tower = guard(lambda: image_tower_ceiling(encoder, batch, max(2, min(20, n_images // batch))))
+    text_tower = guard(lambda: text_tower_ceiling(encoder, texts))
+    decode = guard(lambda: host_decode_ceiling(paths[:n_decode], spec, cores))
+    decode_draft = guard(lambda: host_decode_ceiling(paths[:n_decode], spec.with_draft(True), cores)
+                         ) if args.draft else None
+    gpu_decode = guard(lambda: gpu_decode_ceiling(paths[:n_images], spec, batch, device)
+                       ) if use_gpu_decode else None
+
+    print("end to end (files or strings -> normalised vectors):", flush=True)
+    pil_vectors = guard(lambda: end_to_end_images(encoder, paths[:n_images], "images: PIL workers",
+                                                  bound(tower, decode)))
+    if args.draft:
+        encoder.spec = spec.with_draft(True)
+        guard(lambda: end_to_end_images(encoder, paths[:n_images], "images: PIL workers, draft",
+                                        bound(tower, decode_draft)))
+        encoder.spec = spec
+    if use_gpu_decode:
+        encoder.gpu_decode = True
+        gpu_vectors = guard(lambda: end_to_end_images(encoder, paths[:n_images], "images: nvJPEG on GPU",
+                                                      bound(tower, gpu_decode)))
+        encoder.gpu_decode = False
+        if pil_vectors is not None and gpu_vectors is not None:
+            k = min(1024, n_images)
+            cosine = float(np.mean(np.sum(pil_vectors[:k] * gpu_vectors[:k], axis=1)))
+            print(f"  agreement nvJPEG vs PIL vectors: mean cosine {cosine:.5f} over {k} images", flush=True)
+            ROWS.append({"name": "agreement nvJPEG vs PIL (mean cosine)", "value": round(cosine, 6)})
+
+    guard(lambda: end_to_end_texts(encoder, texts, text_tower))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,11 @@ the same things, and getting them right once is cheaper than getting them half r
   directory or another base URL without touching the code that names the canonical URL;
 * query strings are never logged or put into exception messages, because API keys travel there.
 
-Nothing here imports Dagster: it is plain Python, testable against a loopback server.
+URL handling (mirrors, redaction) lives in :mod:`datasources.urls` and digests in
+:mod:`datasources.checksums`; this file is the client. It stays above 400 lines because
+:class:`HttpClient` is one state machine (cache lookup, lock, ranged resume, verify, publish)
+that reads best in one place. Nothing here imports Dagster: it is plain Python, testable
+against a loopback server.
 """
 
 from __future__ import annotations
@@ -32,17 +36,27 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from requests.models import PreparedRequest
 from tqdm.auto import tqdm
 from urllib3.util import Retry
 
+from datasources.checksums import first_mismatch, parse_md5_text
 from datasources.errors import ChecksumMismatchError, DownloadError
+from datasources.urls import (
+    WILDCARD,
+    describe,
+    has_scheme,
+    install_log_redaction,
+    join_target,
+    parse_mirrors,
+    safe_url,
+    with_params,
+)
 
 try:  # POSIX only; on other platforms concurrent fetches of one URL are simply not serialised.
     import fcntl
@@ -68,132 +82,11 @@ MIRROR_ENV = "KG4REC_MIRROR"
 #: Statuses worth retrying: rate limiting and transient server/proxy failures.
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 _CHUNK = 1 << 16
-_WILDCARD = "*"
 
 
 # --------------------------------------------------------------------------------------------
 # Small pure helpers
 # --------------------------------------------------------------------------------------------
-
-
-def parse_mirrors(spec: str | None) -> dict[str, str]:
-    """Parse a mirror spec such as the value of ``KG4REC_MIRROR``.
-
-    ``"PREFIX=TARGET;PREFIX2=TARGET2"`` maps URL prefixes to targets (base URL, ``file://`` URL or
-    local directory). A spec without any ``=`` is a single target used for *every* URL and is
-    returned under the key ``"*"``. Empty or ``None`` gives ``{}``. Entries are separated by ``;``
-    or newlines; surrounding whitespace is ignored. Only the first ``=`` of an entry splits it, so
-    targets may contain ``=``.
-    """
-    if spec is None or not spec.strip():
-        return {}
-    entries = [e.strip() for e in re.split(r"[;\n]", spec) if e.strip()]
-    if len(entries) == 1 and "=" not in entries[0]:
-        return {_WILDCARD: entries[0]}
-    mirrors: dict[str, str] = {}
-    for entry in entries:
-        prefix, sep, target = entry.partition("=")
-        prefix, target = prefix.strip(), target.strip()
-        if not sep or not prefix or not target:
-            raise ValueError(
-                f"bad mirror entry {entry!r}: expected PREFIX=TARGET (entries separated by ';')"
-            )
-        mirrors[prefix] = target
-    return mirrors
-
-
-def safe_url(url: str) -> str:
-    """Return ``url`` fit for logs and error messages.
-
-    Query *values* and any ``user:password@`` are replaced by ``***`` (API keys travel in query
-    parameters); parameter names and the fragment-less path are kept because they help debugging.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    netloc = parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
-    query = "&".join(f"{key}=***" for key, _ in parse_qsl(parts.query, keep_blank_values=True))
-    if parts.query and not query:  # e.g. "?token" with no '=': hide it wholesale
-        query = "***"
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-_QUERY_PAIR = re.compile(r"([?&][^=&\s'\"()<>]+=)[^&\s'\"()<>]*")
-
-
-def _redact(text: str, *urls: str) -> str:
-    """Remove query values from free text (e.g. a urllib3 message that embeds the request URL)."""
-    secrets: set[str] = set()
-    for url in urls:
-        with contextlib.suppress(ValueError):
-            for _, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-                if len(value) >= 4:  # short values ("1", "en") are not secrets and are common words
-                    secrets.add(value)
-            raw_query = urlsplit(url).query
-            if raw_query:
-                secrets.add(raw_query)
-    # Longest first so a whole query string is replaced before its parts.
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-        quoted = requests.utils.quote(secret, safe="")
-        if quoted != secret:
-            text = text.replace(quoted, "***")
-    return _QUERY_PAIR.sub(r"\1***", text)
-
-
-_BSD_MD5 = re.compile(r"^MD5\s*\((?P<name>.+)\)\s*=\s*(?P<hex>[0-9a-fA-F]{32})\s*$")
-_GNU_MD5 = re.compile(r"^(?P<hex>[0-9a-fA-F]{32})(?:\s+\*?(?P<name>.+?))?\s*$")
-
-
-def parse_md5_text(text: str, filename: str | None = None) -> str:
-    """Extract an md5 hex digest from the text of a checksum file.
-
-    Accepts BSD ``MD5 (ml-1m.zip) = <hex>`` (what GroupLens publishes), GNU ``<hex>  ml-1m.zip``
-    and a bare ``<hex>``. When the file lists several files, ``filename`` picks the line.
-    Returns the lower-case digest; raises ``ValueError`` when none (or no unambiguous one) exists.
-    """
-    found: list[tuple[str | None, str]] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _BSD_MD5.match(line) or _GNU_MD5.match(line)
-        if match:
-            found.append((match.group("name"), match.group("hex").lower()))
-    if not found:
-        raise ValueError("no md5 digest found in checksum file")
-    if len(found) == 1:
-        return found[0][1]
-    if filename is not None:
-        for name, digest in found:
-            if name is not None and Path(name.strip()).name == filename:
-                return digest
-    raise ValueError(f"checksum file lists {len(found)} digests and none is for {filename!r}")
-
-
-def _file_digests(path: Path, algorithms: set[str]) -> dict[str, str]:
-    """Hash ``path`` once for every algorithm in ``algorithms`` (streamed, constant memory)."""
-    hashers = {
-        name: hashlib.new(name, usedforsecurity=False)  # integrity check, not security
-        for name in algorithms
-    }
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            for hasher in hashers.values():
-                hasher.update(chunk)
-    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
-
-
-def _first_mismatch(path: Path, checks: Mapping[str, str]) -> tuple[str, str, str] | None:
-    """Return ``(algorithm, expected, actual)`` for the first failing check, or ``None``."""
-    if not checks:
-        return None
-    actual = _file_digests(path, set(checks))
-    for algorithm, expected in checks.items():
-        if actual[algorithm] != expected:
-            return algorithm, expected, actual[algorithm]
-    return None
 
 
 @contextlib.contextmanager
@@ -263,39 +156,6 @@ class HttpSettings:
             # Explicit overrides win over the environment for the same prefix.
             settings = replace(settings, mirrors={**env_mirrors, **dict(settings.mirrors)})
         return settings
-
-
-class _RedactQueryFilter(logging.Filter):
-    """Strip query values from urllib3's own log records.
-
-    urllib3 logs retries ("Retrying (...) after connection broken by ...: /api?apikey=...") and,
-    at DEBUG, every request line - with the query string, where API keys travel. A filter on a
-    logger only sees records created by that logger, hence one per urllib3 module logger.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = _QUERY_PAIR.sub(r"\1***", message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
-_URLLIB3_LOGGERS = (
-    "urllib3.connectionpool",
-    "urllib3.connection",
-    "urllib3.poolmanager",
-    "urllib3.response",
-    "urllib3.util.retry",
-)
-
-
-def _install_log_redaction() -> None:
-    """Idempotently attach :class:`_RedactQueryFilter` to urllib3's loggers."""
-    for name in _URLLIB3_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _RedactQueryFilter) for f in logger.filters):
-            logger.addFilter(_RedactQueryFilter())
 
 
 class _CappedRetry(Retry):
@@ -376,12 +236,12 @@ class HttpClient:
         self._session.headers["User-Agent"] = self.settings.user_agent
         # Sorted longest first: the most specific mirror prefix wins.
         self._mirrors = sorted(
-            ((p, t) for p, t in self.settings.mirrors.items() if p != _WILDCARD),
+            ((p, t) for p, t in self.settings.mirrors.items() if p != WILDCARD),
             key=lambda item: len(item[0]),
             reverse=True,
         )
-        self._wildcard = self.settings.mirrors.get(_WILDCARD)
-        _install_log_redaction()
+        self._wildcard = self.settings.mirrors.get(WILDCARD)
+        install_log_redaction()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -408,18 +268,18 @@ class HttpClient:
         ``https://host/a/b.zip`` becomes ``<target>/host/a/b.zip``. A target without a scheme is a
         local directory and becomes a ``file://`` URL. Plain local paths are returned unchanged.
         """
-        if not _has_scheme(url):
+        if not has_scheme(url):
             return url
         for prefix, target in self._mirrors:
             if url.startswith(prefix):
-                return _join_target(target, url[len(prefix) :])
+                return join_target(target, url[len(prefix) :])
         if self._wildcard is not None:
             parts = urlsplit(url)
             if parts.scheme in ("http", "https"):
                 rest = parts.netloc.rpartition("@")[2] + parts.path
-                if parts.query and _has_scheme(self._wildcard):
+                if parts.query and has_scheme(self._wildcard):
                     rest += "?" + parts.query  # a file path cannot carry a query
-                return _join_target(self._wildcard, rest)
+                return join_target(self._wildcard, rest)
         return url
 
     # -- plain requests ----------------------------------------------------------------------
@@ -438,7 +298,7 @@ class HttpClient:
         exception is not chained because its text and attributes embed the full URL.
         """
         target = self.resolve(url)
-        shown = safe_url(_with_params(url, params))
+        shown = safe_url(with_params(url, params))
         if urlsplit(target).scheme not in ("http", "https"):
             raise DownloadError(f"GET {shown}: mirrored to {safe_url(target)}, which is not HTTP")
         try:
@@ -450,7 +310,7 @@ class HttpClient:
             )
         except requests.RequestException as exc:
             raise DownloadError(
-                f"GET {shown} failed: {_describe(exc, _with_params(target, params))}"
+                f"GET {shown} failed: {describe(exc, with_params(target, params))}"
             ) from None
         if not response.ok:
             status, reason = response.status_code, response.reason or ""
@@ -471,7 +331,7 @@ class HttpClient:
         try:
             return response.json()
         except ValueError as exc:
-            shown = safe_url(_with_params(url, params))
+            shown = safe_url(with_params(url, params))
             raise DownloadError(f"invalid JSON from {shown}: {exc}") from None
 
     # -- downloads ---------------------------------------------------------------------------
@@ -516,7 +376,7 @@ class HttpClient:
             checks["md5"] = published
 
         source = self.resolve(url)
-        if not _has_scheme(source) or urlsplit(source).scheme == "file":
+        if not has_scheme(source) or urlsplit(source).scheme == "file":
             return self._local(url, source, checks)
         if urlsplit(source).scheme not in ("http", "https"):
             raise DownloadError(f"unsupported URL scheme in {safe_url(source)}")
@@ -525,7 +385,7 @@ class HttpClient:
         part = final.with_name(final.name + ".part")
         with _exclusive_lock(final.with_name(final.name + ".lock")):
             if final.exists() and not refresh:
-                bad = _first_mismatch(final, checks)
+                bad = first_mismatch(final, checks)
                 if bad is None:
                     log.info("cache hit for %s: %s", safe_url(url), final)
                     return final
@@ -535,7 +395,7 @@ class HttpClient:
                 part.unlink()  # a stale partial may belong to an older version of the file
             shown = safe_url(url) if source == url else f"{safe_url(url)} (via {safe_url(source)})"
             self._download(source, part, shown=shown)
-            bad = _first_mismatch(part, checks)
+            bad = first_mismatch(part, checks)
             if bad is not None:
                 part.unlink()  # never keep (or later resume from) bytes known to be wrong
                 raise ChecksumMismatchError(safe_url(url), bad[1], bad[2], bad[0])
@@ -555,7 +415,7 @@ class HttpClient:
 
     def _local(self, url: str, source: str, checks: Mapping[str, str]) -> Path:
         """Use a local file in place (no copy): it may be gigabytes and is already on disk."""
-        if _has_scheme(source):
+        if has_scheme(source):
             parts = urlsplit(source)
             if parts.netloc not in ("", "localhost"):
                 raise DownloadError(f"file URL with a remote host is not supported: {source}")
@@ -565,7 +425,7 @@ class HttpClient:
         if not path.is_file():
             via = f" (mirror of {safe_url(url)})" if source != url else ""
             raise DownloadError(f"local source {path} does not exist{via}")
-        bad = _first_mismatch(path, checks)
+        bad = first_mismatch(path, checks)
         if bad is not None:
             raise ChecksumMismatchError(str(path), bad[1], bad[2], bad[0])
         log.info("using local file %s", path)
@@ -595,7 +455,7 @@ class HttpClient:
                     source, headers=headers, stream=True, timeout=self._timeout
                 )
             except requests.RequestException as exc:
-                raise DownloadError(f"GET {shown} failed: {_describe(exc, source)}") from None
+                raise DownloadError(f"GET {shown} failed: {describe(exc, source)}") from None
 
             with response:
                 status = response.status_code
@@ -680,7 +540,7 @@ class HttpClient:
             # Network failure mid-body; disk errors (plain OSError) propagate as themselves.
             if encoded:
                 part.unlink(missing_ok=True)
-            return _describe(exc, response.url)
+            return describe(exc, response.url)
         if length is not None and not encoded and written < length:
             return f"body ended after {written} of {length} bytes"
         return None
@@ -714,33 +574,3 @@ def _raw_chunks(raw: Any) -> Iterator[bytes]:
     while data:
         yield data
         data = raw.read1(_CHUNK, decode_content=False)
-
-
-def _has_scheme(value: str) -> bool:
-    """True for ``scheme://...`` URLs; false for plain paths (including ``C:\\x`` on Windows)."""
-    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", value)) and "://" in value
-
-
-def _join_target(target: str, rest: str) -> str:
-    """Join a mirror target and the remainder of a URL with exactly one ``/``."""
-    base = target if _has_scheme(target) else Path(target).expanduser().resolve().as_uri()
-    if not rest:
-        return base
-    return base.rstrip("/") + "/" + rest.lstrip("/")
-
-
-def _with_params(url: str, params: Any) -> str:
-    """The URL ``requests`` will actually send (so its query values can be redacted)."""
-    if not params:
-        return url
-    prepared = PreparedRequest()
-    try:
-        prepared.prepare_url(url, params)
-    except Exception:  # unpreparable URL: the request itself will fail and say why
-        return url
-    return prepared.url or url
-
-
-def _describe(exc: BaseException, *urls: str) -> str:
-    """A one-line, query-free description of a network exception."""
-    return f"{type(exc).__name__}: {_redact(str(exc), *urls)}"
