@@ -6,9 +6,11 @@ Modules, in the order data flows through them:
   ``links.csv``) and join them to the ``items`` table as :class:`ItemRef` (ids resolved);
 * :mod:`.sources` — one adapter per source (local files, OMDb, TMDB, Wikipedia, Open Library,
   the title/genres fallback), all network through :class:`datasources.http.HttpClient`;
-* :mod:`.collect` — the chains (first success wins), thread pool, per-host rate limit
-  (:mod:`.throttle`), cross-run cache (:mod:`.cache`), offline mode, and the summary the asset
-  check judges;
+* :mod:`.settings` — the chains per dataset and every knob, as plain values;
+* :mod:`.collect` — the chains (first success wins), thread pool, cross-run cache
+  (:mod:`.cache`) and offline mode, over :mod:`.requester` (single flight, per-host rate limit
+  from :mod:`.throttle`, circuit breaker);
+* :mod:`.table` — the ``item_media`` schema and the summary the asset check judges;
 * :mod:`.images` — Pillow validation (bombs, truncation, HTML-as-JPEG), RGB + size bound, the
   content-addressed store and the contact sheet.
 
@@ -22,19 +24,7 @@ Typical use (what ``assets/media.py`` does)::
 """
 
 from datasources.media.cache import RETRY_POLICIES, FetchCache, should_retry
-from datasources.media.collect import (
-    DATASET_DEFAULTS,
-    MEDIA_COLUMNS,
-    MEDIA_SCHEMA,
-    DatasetDefaults,
-    MediaCollector,
-    MediaRun,
-    MediaSettings,
-    Redactor,
-    media_problems,
-    media_table,
-    summarize_media,
-)
+from datasources.media.collect import MediaCollector, MediaRun
 from datasources.media.images import (
     ImageLimits,
     ImageRejected,
@@ -54,7 +44,15 @@ from datasources.media.local import (
     read_omdb_records,
     read_poster_list,
 )
+from datasources.media.settings import DATASET_DEFAULTS, DatasetDefaults, MediaSettings, Redactor
 from datasources.media.sources import SOURCE_NAMES, TEXT_KINDS, Endpoints, classify_error
+from datasources.media.table import (
+    MEDIA_COLUMNS,
+    MEDIA_SCHEMA,
+    media_problems,
+    media_table,
+    summarize_media,
+)
 from datasources.media.throttle import HostRateLimiter
 from datasources.media.types import (
     FAILURE_STATUSES,

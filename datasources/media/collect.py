@@ -29,203 +29,51 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import pandas as pd
-import pyarrow as pa
 from tqdm.auto import tqdm
 
 from datasources.errors import DownloadError
 from datasources.http import HttpClient, HttpStatusError
-from datasources.media.cache import RETRY_POLICIES, FetchCache, should_retry
-from datasources.media.images import ImageLimits, ImageRejected, ImageStore, process_image
+from datasources.media.cache import FetchCache, should_retry
+from datasources.media.images import ImageRejected, ImageStore, process_image
 from datasources.media.local import LocalMetadata
+from datasources.media.requester import Counters, Requester, SingleFlight
+from datasources.media.settings import (
+    MediaSettings,
+    Redactor,
+)
 from datasources.media.sources import (
-    DESCRIPTION_SOURCES,
-    POSTER_SOURCES,
-    SOURCE_NAMES,
     TEXT_KINDS,
-    Endpoints,
     Source,
     classify_error,
     make_sources,
     skipped,
 )
-from datasources.media.throttle import HostRateLimiter, host_of
+from datasources.media.table import (
+    MEDIA_COLUMNS,
+)
+from datasources.media.throttle import HostRateLimiter
 from datasources.media.types import (
-    ATTEMPTED_STATUSES,
-    FAILURE_STATUSES,
     HTTP_ERROR,
-    NETWORK_ERROR,
     NO_SOURCE,
     OK,
-    POSTER_STATUSES,
     SKIPPED_OFFLINE,
-    TIMEOUT,
     TOO_LARGE,
     ItemRef,
     Lookup,
 )
 
-__all__ = [
-    "DATASET_DEFAULTS",
-    "MEDIA_COLUMNS",
-    "MEDIA_SCHEMA",
-    "DatasetDefaults",
-    "MediaCollector",
-    "MediaRun",
-    "MediaSettings",
-    "Redactor",
-    "media_problems",
-    "media_table",
-    "summarize_media",
-]
+__all__ = ["MediaCollector", "MediaRun"]
 
 log = logging.getLogger(__name__)
-
-#: The table's Arrow schema. Explicit, because a column that is all null in one partition (no
-#: poster fetched offline) would otherwise be written as type ``null`` and clash with the same
-#: column of another partition in the warehouse's ``read_parquet('dataset=*/...')`` view.
-MEDIA_SCHEMA = pa.schema(
-    [
-        ("item_id", pa.int64()),
-        ("item_key", pa.string()),
-        ("poster_url", pa.string()),
-        ("poster_path", pa.string()),
-        ("poster_status", pa.string()),
-        ("poster_source", pa.string()),
-        ("poster_sha256", pa.string()),
-        ("poster_width", pa.int32()),
-        ("poster_height", pa.int32()),
-        ("poster_error", pa.string()),
-        ("description", pa.string()),
-        ("description_source", pa.string()),
-        ("description_origin", pa.string()),
-        ("poster_attempts", pa.list_(pa.string())),
-        ("description_attempts", pa.list_(pa.string())),
-    ]
-)
-#: Output columns, in order (the contract's first, then provenance).
-MEDIA_COLUMNS: tuple[str, ...] = tuple(MEDIA_SCHEMA.names)
-
-
-def media_table(frame: pd.DataFrame) -> pa.Table:
-    """``frame`` (a :class:`MediaRun` frame) as an Arrow table with :data:`MEDIA_SCHEMA`."""
-    return pa.Table.from_pandas(
-        frame.loc[:, list(MEDIA_COLUMNS)], schema=MEDIA_SCHEMA, preserve_index=False
-    )
-
-
-@dataclass(frozen=True)
-class DatasetDefaults:
-    poster_sources: tuple[str, ...]
-    description_sources: tuple[str, ...]
-    kind: str = "movie"
-    match_by: str = "item_key"
-
-
-_MOVIE_POSTERS = ("omdb_file", "poster_list", "omdb_api", "tmdb_api", "wikipedia")
-_MOVIE_TEXT = ("omdb_file", "omdb_api", "tmdb_api", "wikipedia", "title_genres")
-#: Chains per dataset partition when the run config names none; unknown datasets get movies'.
-DATASET_DEFAULTS: Mapping[str, DatasetDefaults] = {
-    "ml-1m": DatasetDefaults(_MOVIE_POSTERS, _MOVIE_TEXT),
-    # ML-100K ids are not MovieLens-20M ids: its items meet the ML side files by title + year.
-    "ml-100k": DatasetDefaults(_MOVIE_POSTERS, _MOVIE_TEXT, match_by="title_year"),
-    "amazon-book": DatasetDefaults(
-        ("openlibrary", "wikipedia"), ("openlibrary", "wikipedia", "title_genres"), kind="book"
-    ),
-}
-_GENERIC = DatasetDefaults(_MOVIE_POSTERS, _MOVIE_TEXT)
-
-
-@dataclass(frozen=True)
-class MediaSettings:
-    """Everything the collector needs to know, as plain values (the asset builds it from config).
-
-    ``api_keys`` maps ``"omdb"``/``"tmdb"`` to the keys; it is excluded from ``repr`` so a
-    settings object in a log line or a traceback shows no secret.
-    """
-
-    poster_sources: tuple[str, ...] = _MOVIE_POSTERS
-    description_sources: tuple[str, ...] = _MOVIE_TEXT
-    offline: bool = False
-    refresh: bool = False
-    retry_failures: str = "transient"
-    workers: int = 8
-    per_host_rps: float | None = 4.0
-    per_host_burst: int = 4
-    host_rps: Mapping[str, float] = field(default_factory=dict)
-    limits: ImageLimits = field(default_factory=ImageLimits)
-    endpoints: Endpoints = field(default_factory=Endpoints)
-    omdb_plot: str = "full"
-    omdb_title_search: bool = True
-    progress: bool = False
-    host_failure_limit: int = 10  # consecutive connection failures before a host is skipped
-    stream_to_disk: bool = False  # posters through HttpClient.fetch (see MediaCollector._download)
-    api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        for chain, allowed, what in (
-            (self.poster_sources, POSTER_SOURCES, "poster"),
-            (self.description_sources, DESCRIPTION_SOURCES, "description"),
-        ):
-            unknown = [s for s in chain if s not in allowed]
-            if unknown:
-                raise ValueError(
-                    f"unknown {what} source(s) {unknown}; {what} sources are "
-                    f"{[s for s in SOURCE_NAMES if s in allowed]}"
-                )
-        if self.retry_failures not in RETRY_POLICIES:
-            raise ValueError(f"retry_failures must be one of {RETRY_POLICIES}")
-        if self.workers < 1:
-            raise ValueError("workers must be >= 1")
-
-    @classmethod
-    def for_dataset(
-        cls,
-        dataset: str,
-        poster_sources: Sequence[str] | None = None,
-        description_sources: Sequence[str] | None = None,
-        **overrides: Any,
-    ) -> MediaSettings:
-        """Settings with ``dataset``'s default chains unless chains are given."""
-        defaults = DATASET_DEFAULTS.get(dataset, _GENERIC)
-        return cls(
-            poster_sources=tuple(
-                defaults.poster_sources if poster_sources is None else poster_sources
-            ),
-            description_sources=tuple(
-                defaults.description_sources if description_sources is None else description_sources
-            ),
-            **overrides,
-        )
-
-
-class Redactor:
-    """Replaces known secret strings (and their URL-quoted forms) by ``***``."""
-
-    def __init__(self, secrets: Iterable[str | None]) -> None:
-        forms: set[str] = set()
-        for secret in secrets:
-            if secret and len(secret) >= 4:
-                forms.update({secret, quote(secret, safe=""), quote(secret)})
-        self._forms = sorted(forms, key=len, reverse=True)
-
-    def __call__(self, value: Any) -> Any:
-        if not self._forms or not isinstance(value, str):
-            return value
-        for form in self._forms:
-            if form in value:
-                value = value.replace(form, "***")
-        return value
-
 
 @dataclass
 class MediaRun:
@@ -233,114 +81,6 @@ class MediaRun:
 
     frame: pd.DataFrame
     stats: dict[str, Any]
-
-
-class _SingleFlight:
-    """Run each keyed computation once per run; concurrent askers wait for the first."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._futures: dict[str, Future] = {}
-
-    def do(self, key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
-        """Return ``(value, shared)``; ``shared`` is True when another caller computed it."""
-        with self._lock:
-            existing = self._futures.get(key)
-            future = existing if existing is not None else self._futures.setdefault(key, Future())
-        if existing is not None:
-            return future.result(), True
-        try:
-            value = compute()
-        except BaseException as exc:
-            future.set_exception(exc)
-            raise
-        future.set_result(value)
-        return value, False
-
-
-class _Counters:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.values: Counter[str] = Counter()
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self.values[name] += n
-
-
-class _Requester:
-    """The network as sources see it: rate limited, counted, through the shared HttpClient.
-
-    It also keeps a per-host circuit breaker: after ``host_failure_limit`` consecutive
-    connection-level failures (refused, DNS, timeouts) a host is skipped for the rest of the run.
-    Without it, a machine with no route to the internet would spend retries × backoff on each of
-    thousands of items (~25 min for ML-1M) before reporting what one request could tell.
-    """
-
-    def __init__(
-        self,
-        client: HttpClient,
-        limiter: HostRateLimiter,
-        counters: _Counters,
-        host_failure_limit: int,
-    ) -> None:
-        self.client = client
-        self.limiter = limiter
-        self.counters = counters
-        self.host_failure_limit = host_failure_limit
-        self._lock = threading.Lock()
-        self._streak: Counter[str] = Counter()
-        self.down: dict[str, str] = {}
-
-    def _call(self, url: str, kind: str, call: Callable[[], Any]) -> Any:
-        host = host_of(self.client.resolve(url))
-        with self._lock:
-            down = self.down.get(host)
-        if down:
-            raise DownloadError(down)
-        self.limiter.acquire(host)
-        self.counters.add("requests")
-        self.counters.add(kind)
-        try:
-            result = call()
-        except HttpStatusError:
-            self._record(host, failed=False)  # the host answered: it is reachable
-            raise
-        except DownloadError as exc:
-            self._record(host, failed=classify_error(exc)[0] in (NETWORK_ERROR, TIMEOUT))
-            raise
-        self._record(host, failed=False)
-        return result
-
-    def _record(self, host: str, *, failed: bool) -> None:
-        if not host or self.host_failure_limit <= 0:
-            return
-        with self._lock:
-            if not failed:
-                self._streak[host] = 0
-                return
-            self._streak[host] += 1
-            if self._streak[host] >= self.host_failure_limit and host not in self.down:
-                self.down[host] = (
-                    f"host {host} skipped: unreachable after {self._streak[host]} consecutive "
-                    "connection failures"
-                )
-
-    def get_json(self, url: str, params: Mapping[str, str] | None = None) -> Any:
-        query = dict(params) if params else None
-        return self._call(url, "lookup_requests", lambda: self.client.get_json(url, params=query))
-
-    def fetch(self, url: str, *, refresh: bool) -> Path:
-        return self._call(
-            url, "image_requests", lambda: self.client.fetch(url, filename="body", refresh=refresh)
-        )
-
-    def get_bytes(self, url: str) -> bytes:
-        def read() -> bytes:
-            with self.client.get(url, headers={"Accept": "image/*"}) as response:
-                return response.content
-
-        return self._call(url, "image_requests", read)
 
 
 def _attempt(name: str, status: str, reason: str | None) -> str:
@@ -384,12 +124,12 @@ class MediaCollector:
         self.limiter = HostRateLimiter(
             settings.per_host_rps, burst=settings.per_host_burst, per_host=settings.host_rps
         )
-        self.counters = _Counters()
-        self.requester = _Requester(
+        self.counters = Counters()
+        self.requester = Requester(
             client, self.limiter, self.counters, settings.host_failure_limit
         )
-        self._lookups = _SingleFlight()
-        self._images = _SingleFlight()
+        self._lookups = SingleFlight()
+        self._images = SingleFlight()
         self._disabled: dict[str, str] = {}
         self._disabled_lock = threading.Lock()
 
@@ -690,66 +430,3 @@ class MediaCollector:
 _LOOKUP_FIELDS = {"status", "poster_url", "description", "reason", "extra"}
 
 
-# -- summary and checks -----------------------------------------------------------------------
-
-
-def summarize_media(frame: pd.DataFrame) -> dict[str, Any]:
-    """Coverage per modality, status histogram, sources, failure rate, top failure reasons."""
-    n = len(frame)
-    statuses = frame["poster_status"].value_counts().to_dict()
-    attempted = int(frame["poster_status"].isin(ATTEMPTED_STATUSES).sum())
-    failures = frame[frame["poster_status"].isin(FAILURE_STATUSES)]
-    has_text = frame["description"].notna()
-    non_fallback = has_text & (frame["description_source"] != "title_genres_fallback")
-    reasons = Counter(
-        f"{status}: {error}"
-        for status, error in zip(failures["poster_status"], failures["poster_error"], strict=True)
-    )
-    return {
-        "n_items": n,
-        "poster_coverage": float((frame["poster_status"] == OK).mean()) if n else 0.0,
-        "description_coverage": float(has_text.mean()) if n else 0.0,
-        "description_coverage_without_fallback": float(non_fallback.mean()) if n else 0.0,
-        "status_counts": {s: int(statuses.get(s, 0)) for s in POSTER_STATUSES}
-        | {s: int(c) for s, c in statuses.items() if s not in POSTER_STATUSES},
-        "poster_source_counts": {
-            str(k): int(v)
-            for k, v in frame.loc[frame["poster_status"] == OK, "poster_source"]
-            .value_counts()
-            .items()
-        },
-        "description_source_counts": {
-            str(k): int(v) for k, v in frame["description_source"].value_counts().items()
-        },
-        "attempted": attempted,
-        "failed": len(failures),
-        "failure_rate": len(failures) / attempted if attempted else 0.0,
-        "top_failure_reasons": dict(reasons.most_common(10)),
-        "unique_posters": int(frame["poster_sha256"].dropna().nunique()),
-    }
-
-
-def media_problems(
-    summary: Mapping[str, Any],
-    *,
-    max_failure_rate: float,
-    min_poster_coverage: float = 0.0,
-    min_description_coverage: float = 0.0,
-) -> list[str]:
-    """What makes a collected table unfit for the next stage (empty list: fit)."""
-    problems = []
-    if summary["failure_rate"] > max_failure_rate:
-        problems.append(
-            f"poster failure rate {summary['failure_rate']:.1%} ({summary['failed']} of "
-            f"{summary['attempted']} fetched) exceeds {max_failure_rate:.1%}"
-        )
-    if summary["poster_coverage"] < min_poster_coverage:
-        problems.append(
-            f"poster coverage {summary['poster_coverage']:.1%} is below {min_poster_coverage:.1%}"
-        )
-    if summary["description_coverage"] < min_description_coverage:
-        problems.append(
-            f"description coverage {summary['description_coverage']:.1%} is below "
-            f"{min_description_coverage:.1%}"
-        )
-    return problems

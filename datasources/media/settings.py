@@ -1,0 +1,116 @@
+"""What the media collector is told: source chains per dataset, limits, keys (plain values)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from datasources.media.cache import RETRY_POLICIES
+from datasources.media.images import ImageLimits
+from datasources.media.sources import DESCRIPTION_SOURCES, POSTER_SOURCES, SOURCE_NAMES, Endpoints
+
+
+@dataclass(frozen=True)
+class DatasetDefaults:
+    poster_sources: tuple[str, ...]
+    description_sources: tuple[str, ...]
+    kind: str = "movie"
+    match_by: str = "item_key"
+
+
+MOVIE_POSTERS = ("omdb_file", "poster_list", "omdb_api", "tmdb_api", "wikipedia")
+MOVIE_TEXT = ("omdb_file", "omdb_api", "tmdb_api", "wikipedia", "title_genres")
+#: Chains per dataset partition when the run config names none; unknown datasets get movies'.
+DATASET_DEFAULTS: Mapping[str, DatasetDefaults] = {
+    "ml-1m": DatasetDefaults(MOVIE_POSTERS, MOVIE_TEXT),
+    # ML-100K ids are not MovieLens-20M ids: its items meet the ML side files by title + year.
+    "ml-100k": DatasetDefaults(MOVIE_POSTERS, MOVIE_TEXT, match_by="title_year"),
+    "amazon-book": DatasetDefaults(
+        ("openlibrary", "wikipedia"), ("openlibrary", "wikipedia", "title_genres"), kind="book"
+    ),
+}
+GENERIC_DEFAULTS = DatasetDefaults(MOVIE_POSTERS, MOVIE_TEXT)
+
+
+@dataclass(frozen=True)
+class MediaSettings:
+    """Everything the collector needs to know, as plain values (the asset builds it from config).
+
+    ``api_keys`` maps ``"omdb"``/``"tmdb"`` to the keys; it is excluded from ``repr`` so a
+    settings object in a log line or a traceback shows no secret.
+    """
+
+    poster_sources: tuple[str, ...] = MOVIE_POSTERS
+    description_sources: tuple[str, ...] = MOVIE_TEXT
+    offline: bool = False
+    refresh: bool = False
+    retry_failures: str = "transient"
+    workers: int = 8
+    per_host_rps: float | None = 4.0
+    per_host_burst: int = 4
+    host_rps: Mapping[str, float] = field(default_factory=dict)
+    limits: ImageLimits = field(default_factory=ImageLimits)
+    endpoints: Endpoints = field(default_factory=Endpoints)
+    omdb_plot: str = "full"
+    omdb_title_search: bool = True
+    progress: bool = False
+    host_failure_limit: int = 10  # consecutive connection failures before a host is skipped
+    stream_to_disk: bool = False  # posters through HttpClient.fetch (see MediaCollector._download)
+    api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for chain, allowed, what in (
+            (self.poster_sources, POSTER_SOURCES, "poster"),
+            (self.description_sources, DESCRIPTION_SOURCES, "description"),
+        ):
+            unknown = [s for s in chain if s not in allowed]
+            if unknown:
+                raise ValueError(
+                    f"unknown {what} source(s) {unknown}; {what} sources are "
+                    f"{[s for s in SOURCE_NAMES if s in allowed]}"
+                )
+        if self.retry_failures not in RETRY_POLICIES:
+            raise ValueError(f"retry_failures must be one of {RETRY_POLICIES}")
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+
+    @classmethod
+    def for_dataset(
+        cls,
+        dataset: str,
+        poster_sources: Sequence[str] | None = None,
+        description_sources: Sequence[str] | None = None,
+        **overrides: Any,
+    ) -> MediaSettings:
+        """Settings with ``dataset``'s default chains unless chains are given."""
+        defaults = DATASET_DEFAULTS.get(dataset, GENERIC_DEFAULTS)
+        return cls(
+            poster_sources=tuple(
+                defaults.poster_sources if poster_sources is None else poster_sources
+            ),
+            description_sources=tuple(
+                defaults.description_sources if description_sources is None else description_sources
+            ),
+            **overrides,
+        )
+
+
+class Redactor:
+    """Replaces known secret strings (and their URL-quoted forms) by ``***``."""
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        forms: set[str] = set()
+        for secret in secrets:
+            if secret and len(secret) >= 4:
+                forms.update({secret, quote(secret, safe=""), quote(secret)})
+        self._forms = sorted(forms, key=len, reverse=True)
+
+    def __call__(self, value: Any) -> Any:
+        if not self._forms or not isinstance(value, str):
+            return value
+        for form in self._forms:
+            if form in value:
+                value = value.replace(form, "***")
+        return value
