@@ -16,11 +16,11 @@ from assets.metadata import check_result, png_markdown, stats_markdown, table_me
 from assets.partitions import Stage
 from assets.resources import LakeResource, WarehouseResource
 from model.graph import collaborative_kg_from_tables
+from model.sequence_checks import sequence_stats
 from model.sequences import (
     DEFAULT_SEQUENCE_LENGTH,
     TIE_BREAKS,
     bfs_neighbor_sequences,
-    sequence_stats,
 )
 
 STAGE = Stage(group="neighbors", owners=("team:ml",))

@@ -44,11 +44,10 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere, without installi
     sys.path.insert(0, str(ROOT))
 
 from model.graph import CollaborativeKG, build_collaborative_kg  # noqa: E402
+from model.sequence_checks import reference_bfs, sequence_stats  # noqa: E402
 from model.sequences import (  # noqa: E402
     DEFAULT_SEQUENCE_LENGTH,
     bfs_neighbor_sequences,
-    reference_bfs,
-    sequence_stats,
 )
 
 TARGET_S = {"ml-1m": 2.0, "amazon-book": 10.0}
