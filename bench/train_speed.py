@@ -41,7 +41,7 @@ from model.checkpoints import pick_device  # noqa: E402
 from model.config import VARIANTS, TrainSettings  # noqa: E402
 from model.data import build_data, read_lake_tables  # noqa: E402
 from model.evaluate import evaluate  # noqa: E402
-from model.layers import ROUTES, PackedTokens  # noqa: E402
+from model.fusion import ROUTES, PackedTokens  # noqa: E402
 from model.recommenders import build_model  # noqa: E402
 from model.synthetic_data import synthetic_tables  # noqa: E402
 from model.train import train, uses_bf16  # noqa: E402

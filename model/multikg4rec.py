@@ -8,11 +8,10 @@ from torch import nn
 
 from model.config import FUSION_VARIANTS, ModelConfig
 from model.data import PAD, EdgeList, RecData, collaborative_edges
+from model.fusion import BiTransformer, PackedTokens
 from model.layers import (
     BiInteractionPropagation,
-    BiTransformer,
     LightPropagation,
-    PackedTokens,
     RelationGroups,
     SparseMatrix,
     TransR,

@@ -7,7 +7,8 @@ import torch
 
 from model.config import IMPROVED_PROPAGATION, PAPER_PROPAGATION, VARIANTS, ModelConfig
 from model.data import build_data, collaborative_edges
-from model.layers import ROUTES, BiTransformer, ModalAttention, PackedTokens, SparseMatrix
+from model.fusion import ROUTES, BiTransformer, ModalAttention, PackedTokens
+from model.layers import SparseMatrix
 from model.recommenders import build_model
 from model.sampling import kg_training_triples, sample_negatives
 from model.synthetic_data import neighbor_sequences_of, synthetic_tables
