@@ -1,5 +1,8 @@
 """Parsers for the interaction/item/user files of the datasets we ingest, in their upstream formats.
 
+Over 400 lines: one short parser per upstream format (MovieLens-1M and -100K, RecBole atomic
+files, the KGAT release, generic TSV); they share the line-numbered error helpers here.
+
 Every parser is a pure function ``parse(path, options) -> pandas.DataFrame`` returning string keys
 and typed columns. The frames they return have one of three shapes:
 

@@ -1,5 +1,8 @@
 """Encoders that turn posters and texts into fixed-size vectors.
 
+Over 400 lines: the CLIP encoder and the sentence encoder share device/dtype selection, model
+loading (hub id + revision or local dir) and batching; splitting them would repeat that.
+
 * :class:`ClipEncoder` — transformers ``CLIPModel`` + ``CLIPProcessor`` (image processor
   ``CLIPImageProcessorPil``: no torchvision needed). Default ``openai/clip-vit-base-patch32`` at a
   pinned Hub commit; a hub id + revision or a local directory may be given instead. Images and

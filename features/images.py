@@ -1,5 +1,8 @@
 """Image loading and CLIP preprocessing, off the accelerator's critical path.
 
+Over 400 lines: the CPU (PIL worker) and GPU (nvJPEG) decode paths must produce the same
+pixels; they stay in one file so the shared preprocessing spec is read once, next to both.
+
 Two ways to turn posters into model-ready pixels:
 
 * **PIL on CPU workers** (always available): each worker process decodes a JPEG, converts it to

@@ -1,5 +1,8 @@
 """Readers for the item-entity link files, KG triple files and Freebase name/type files.
 
+Over 400 lines: one short reader per upstream file format (KB4Rec links, RecBole link/kg,
+KGAT item lists and kg_final, MKR/RippleNet triples, Freebase names/types), each with its own quirks documented next to it.
+
 Every reader is a pure function ``path -> pandas.DataFrame`` with string keys (object dtype
 holding ``str``). Files ending in ``.gz`` are decompressed transparently; CRLF line ends (the
 KB4Rec and MKR files have them) and blank lines are accepted.

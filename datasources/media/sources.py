@@ -1,5 +1,8 @@
 """Where posters and descriptions come from: one small adapter per source.
 
+Over 400 lines: one small adapter class per source (six of them) behind one interface; they
+read best side by side, where a reader compares how each names its cache key and its errors.
+
 Each source answers "what is the poster URL / the description of this item?". Local sources
 (the OMDb records file, the poster URL list, the title-and-genres fallback) answer from memory.
 API sources (OMDb, TMDB, Wikipedia, Open Library) first name their request by a *cache key*
