@@ -106,7 +106,7 @@ def find_trial(done: dict[str, dict], settings: TrainSettings) -> dict | None:
     current = settings.to_dict()
     defaults = TrainSettings(variant=settings.variant).to_dict()
     ignored = {"evaluate_test", "device", "eval_chunk"}
-    for record in reversed(list(done.values())):
+    for record in reversed(search_trials(list(done.values()))):
         stored = record.get("settings", {})
         if stored.get("variant") != settings.variant:
             continue
@@ -140,28 +140,59 @@ def choose(trials: list[dict]) -> dict:
     return max(trials, key=lambda t: (t["valid"]["recall@20"], -t["seconds"]))
 
 
+def replay_settings(record: dict, **changes) -> TrainSettings:
+    """A finished trial's settings made reproducible on any machine load.
+
+    ``max_seconds`` is wall time, so a trial cut by it would stop at another epoch when re-run
+    on a busier or idler machine; its replay runs exactly the epochs it ran instead (the
+    early-stopping rule is unchanged). Other trials replay as they were."""
+    values = dict(record["settings"])
+    if record.get("stopped") == "time":
+        values |= {"epochs": record["epochs_run"], "max_seconds": None}
+    return TrainSettings.from_dict(values | changes)
+
+
+def search_trials(records: list[dict]) -> list[dict]:
+    """The search's own trials (replicate seeds of the chosen configuration excluded)."""
+    return [r for r in records if not r.get("replicate")]
+
+
 def report(ledger: Path) -> str:
-    """Markdown: per study, the trials run, the chosen settings, its validation and test."""
+    """Markdown: per study, the trials run, the chosen settings, its validation and test, and
+    the test mean ± std over the chosen configuration's seeds when replicates were run."""
     records = list(read_ledger(ledger).values())
     lines = ["| study | variant | trials | chosen (validation) | valid Recall@20 | "
-             "test Recall@20 | NDCG@20 | MRR@20 | best epoch | s/epoch |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "test Recall@20 | NDCG@20 | MRR@20 | best epoch | s/epoch | seeds: test Recall@20 | "
+             "seeds: test NDCG@20 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for study in dict.fromkeys(r["study"] for r in records):
-        mine = [r for r in records if r["study"] == study]
+        mine = search_trials([r for r in records if r["study"] == study])
         trials = {json.dumps(r["params"], sort_keys=True) for r in mine}  # configurations
         chosen = [r for r in mine if r.get("chosen")]
         if not chosen:
             best = choose(mine)
             lines.append(f"| {study} | {best['variant']} | {len(trials)} | (search open) best so "
                          f"far {best['params']} | {best['valid']['recall@20']:.4f} | – | – | – | "
-                         f"{best['best_epoch']} | {best['seconds_per_epoch']:.1f} |")
+                         f"{best['best_epoch']} | {best['seconds_per_epoch']:.1f} | – | – |")
             continue
         c = chosen[-1]
         t = c["test"]
+        runs = [c] + [r for r in records if r["study"] == study and r.get("replicate")
+                      and r.get("chosen_hash") == c["config_hash"]]
+        seeds = (f"{mean_std([r['test']['recall@20'] for r in runs])} (n={len(runs)})",
+                 mean_std([r["test"]["ndcg@20"] for r in runs])) if len(runs) > 1 else ("–", "–")
         lines.append(f"| {study} | {c['variant']} | {len(trials)} | {c['params']} | "
                      f"{c['valid']['recall@20']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | "
-                     f"{t['mrr@20']:.4f} | {c['best_epoch']} | {c['seconds_per_epoch']:.1f} |")
+                     f"{t['mrr@20']:.4f} | {c['best_epoch']} | {c['seconds_per_epoch']:.1f} | "
+                     f"{seeds[0]} | {seeds[1]} |")
     return "\n".join(lines)
+
+
+def mean_std(values: list[float]) -> str:
+    """``mean ± sample std`` with four decimals."""
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.4f} ± {std:.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="default $KG4REC_DATA_DIR or ./data")
     parser.add_argument("--ledger", default=None, help="default bench/results/tuning/<dataset>.jsonl")
     parser.add_argument("--no-test", action="store_true", help="choose, but do not test")
+    parser.add_argument("--replicate-seeds", default="", metavar="S1,S2",
+                        help="after the test read, train the chosen configuration again with "
+                             "these seeds (validation early stopping, test evaluated): the "
+                             "spread of the reported number")
     parser.add_argument("--no-warehouse", action="store_true", help="do not record the runs")
     parser.add_argument("--void", metavar="CONFIG_HASH",
                         help="withdraw a finished trial (it runs again next time); needs --reason")
@@ -229,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     if search.store is not None:
         search.store.mark_chosen(study, args.dataset, chosen["config_hash"])
     if not args.no_test:
-        search.test_once(chosen)
+        chosen = search.test_once(chosen)
+        for seed in (int(v) for v in args.replicate_seeds.split(",") if v.strip()):
+            search.replicate(chosen, seed)
     return 0
 
 
@@ -280,23 +317,75 @@ class Search:
             self.store.record_trial({**record, "run_id": run_id})
         return record
 
-    def test_once(self, chosen: dict) -> None:
-        """The one test evaluation: resume the chosen trial (finished: its loop is skipped),
-        load its best epoch and evaluate the test split."""
+    def test_once(self, chosen: dict) -> dict:
+        """The one test evaluation of the chosen trial, from its best checkpoint.
+
+        When the checkpoint is gone (a new machine), the trial is replayed first
+        (:func:`replay_settings`) and its validation score compared with the ledger's."""
+        if chosen.get("test") is not None:
+            print("test already read for the chosen configuration (ledger): "
+                  f"recall@20 {chosen['test']['recall@20']:.4f}", flush=True)
+            return chosen
         settings = TrainSettings.from_dict(chosen["settings"] | {"evaluate_test": True})
-        result = train(settings, self.data, self.out_root / settings.config_hash(),
-                       resume=True, log=lambda m: print(m, flush=True))
+        out_dir = self.out_root / chosen["config_hash"]
+        replayed = not (out_dir / "best.safetensors").is_file()
+        if replayed:
+            settings = replay_settings(chosen, evaluate_test=True)
+            out_dir = self.out_root / settings.config_hash()
+            print(f"checkpoint of the chosen trial not found: replaying it "
+                  f"({settings.epochs} epochs, time cap {settings.max_seconds})", flush=True)
+        result = train(settings, self.data, out_dir, resume=True,
+                       log=lambda m: print(m, flush=True))
         record = {**chosen, "test": result.test, "tested_at":
                   time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "chosen": True}
+        if replayed:
+            record["replay"] = {"valid": result.best_valid, "best_epoch": result.best_epoch,
+                                "epochs_run": result.epochs_run, "seconds": result.total_seconds}
+            print(f"replay: valid recall@20 {result.best_valid['recall@20']:.4f} "
+                  f"(ledger {chosen['valid']['recall@20']:.4f}), best epoch "
+                  f"{result.best_epoch} (ledger {chosen['best_epoch']})", flush=True)
         append_ledger(self.ledger, record)
-        if self.store is not None:
-            run_id = new_run_id(self.dataset, self.variant, chosen["config_hash"])
-            self.store.record_run(run_row(run_id, self.dataset, result, source="tuned"),
-                                  metric_rows(result))
-            self.store.rebuild_paper_tables()
+        self._record_run(chosen["config_hash"], result, source="tuned")
         t = result.test
         print(f"test (once, chosen configuration): recall@20 {t['recall@20']:.4f} "
               f"ndcg@20 {t['ndcg@20']:.4f} mrr@20 {t['mrr@20']:.4f}")
+        return record
+
+    def replicate(self, chosen: dict, seed: int) -> dict:
+        """The chosen configuration trained again with another ``seed`` (its test read too:
+        the configuration is already chosen, this only measures the seed spread)."""
+        settings = replay_settings(chosen, seed=seed, evaluate_test=True)
+        key = settings.config_hash()
+        done = read_ledger(self.ledger).get(key)
+        if done is not None and done.get("replicate"):
+            print(f"seed {seed}: already in {self.ledger.name}: test recall@20 "
+                  f"{done['test']['recall@20']:.4f}", flush=True)
+            return done
+        print(f"seed {seed}: the chosen configuration {chosen['params']}", flush=True)
+        result = train(settings, self.data, self.out_root / key, resume=True,
+                       log=lambda m: print(m, flush=True))
+        record = {"study": self.study, "dataset": self.dataset, "variant": self.variant,
+                  "replicate": True, "seed": seed, "chosen_hash": chosen["config_hash"],
+                  "params": chosen["params"], "config_hash": key, "settings": result.settings,
+                  "valid": result.best_valid, "test": result.test,
+                  "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                  "stopped": result.stopped, "seconds": result.total_seconds,
+                  "seconds_per_epoch": result.seconds_per_epoch, "device": result.device,
+                  "threads": self.threads, "code_version": code_version(),
+                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        append_ledger(self.ledger, record)
+        self._record_run(key, result, source="tuned")
+        print(f"seed {seed}: test recall@20 {result.test['recall@20']:.4f} "
+              f"ndcg@20 {result.test['ndcg@20']:.4f}", flush=True)
+        return record
+
+    def _record_run(self, key: str, result, source: str) -> None:
+        if self.store is None:
+            return
+        run_id = new_run_id(self.dataset, self.variant, key)
+        self.store.record_run(run_row(run_id, self.dataset, result, source=source),
+                              metric_rows(result))
+        self.store.rebuild_paper_tables()
 
 
 def trials_table(study: str, dataset: str, grid: dict[str, list], trials: list[dict]) -> str:

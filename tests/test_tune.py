@@ -82,10 +82,12 @@ def test_search_reads_test_once_for_the_validation_winner(tmp_path, monkeypatch,
     latest = store.latest_runs()
     assert len(latest) == 1  # the search trials are not "runs with a result"
 
-    # a second call trains nothing: every trial is in the ledger, the winner is re-tested
+    # a second call trains nothing and does not read the test split again
     splits.clear()
     assert _tune().main(args) == 0
-    assert f"already in {DATASET}.jsonl" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"already in {DATASET}.jsonl" in out and "test already read" in out
+    assert splits == []
 
     table = _tune().report(ledger)
     assert f"| lightgcn | lightgcn | 2 | {final['params']} |" in table
@@ -95,7 +97,54 @@ def test_search_reads_test_once_for_the_validation_winner(tmp_path, monkeypatch,
     assert variants.tuned_settings(DATASET, "lightgcn", tmp_path) == {
         **final["fixed"], **final["params"]}
     assert variants.tuned_settings(DATASET, "kgat", tmp_path) == {}
-    assert splits.count("test") == 1 and "valid" in splits
+
+
+def test_a_lost_checkpoint_is_replayed_and_seeds_replicate_the_chosen_configuration(
+        tmp_path, capsys):
+    import shutil
+
+    lake = Lake(tmp_path)
+    for name, table in synthetic_tables(n_users=30, n_items=120, n_pairs=900, n_attributes=5,
+                                        n_triples=30, sequence_length=5, seed=4).items():
+        lake.write(DATASET, name, table)
+    ledger = tmp_path / f"{DATASET}.jsonl"
+    args = ["--dataset", DATASET, "--variant", "bprmf", "--data-dir", str(tmp_path),
+            "--ledger", str(ledger), "--grid", "lr=0.01", "--no-warehouse"]
+    for key, value in TINY.items():
+        args += ["--set", f"{key}={json.dumps(value).replace(' ', '')}"]
+    tune = _tune()
+    assert tune.main([*args, "--no-test"]) == 0
+    (trial,) = [json.loads(line) for line in ledger.read_text().splitlines()]
+    shutil.rmtree(tmp_path / "models")  # a new machine: the ledger survives, checkpoints do not
+
+    assert tune.main([*args, "--replicate-seeds", "1,2"]) == 0
+    out = capsys.readouterr().out
+    assert "replaying it" in out
+    records = [json.loads(line) for line in ledger.read_text().splitlines()]
+    chosen, seeds = records[1], records[2:]
+    assert chosen["chosen"] and chosen["replay"]["valid"] == trial["valid"]  # same training
+    assert [r["seed"] for r in seeds] == [1, 2] and all(r["replicate"] for r in seeds)
+    assert all(r["chosen_hash"] == trial["config_hash"] and "test" in r for r in seeds)
+    assert len({r["test"]["recall@20"] for r in [chosen, *seeds]}) > 1  # seeds differ
+    row = next(line for line in tune.report(ledger).splitlines() if line.startswith("| bprmf"))
+    assert "| 1 |" in row and "(n=3)" in row  # one configuration searched, three seeds
+    # the replicates are not trials of the search: a rerun finds all and trains nothing
+    assert tune.main([*args, "--replicate-seeds", "1,2"]) == 0
+    out = capsys.readouterr().out
+    assert "test already read" in out and out.count("already in") == 3
+    assert len(ledger.read_text().splitlines()) == len(records)
+
+
+def test_a_time_capped_trial_replays_its_epochs_not_its_seconds():
+    tune = _tune()
+    from model.config import TrainSettings
+
+    settings = TrainSettings(variant="lightgcn", max_seconds=60.0, epochs=200).to_dict()
+    capped = {"settings": settings, "stopped": "time", "epochs_run": 17}
+    replay = tune.replay_settings(capped, seed=3)
+    assert (replay.epochs, replay.max_seconds, replay.seed) == (17, None, 3)
+    early = tune.replay_settings({"settings": settings, "stopped": "patience", "epochs_run": 17})
+    assert (early.epochs, early.max_seconds) == (200, 60.0)
 
 
 def test_cold_start_bench_holds_out_whole_items(tmp_path, capsys):
