@@ -10,6 +10,7 @@ dataclass.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import typing
 from typing import Any, TypeVar
@@ -20,20 +21,34 @@ T = TypeVar("T")
 
 
 def _dagster_type(annotation: Any) -> Any:
-    """Dagster's config system has lists, not tuples (``layer_sizes: tuple[int, ...]``)."""
-    if typing.get_origin(annotation) is tuple:
+    """Dagster's config system has lists and dicts, not tuples (``layer_sizes: tuple[int, ...]``)
+    or abstract mappings (``host_rps: Mapping[str, float]``)."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
         return list[typing.get_args(annotation)[0]]
+    if origin is collections.abc.Mapping:
+        return dict[typing.get_args(annotation)]
     return annotation
 
 
-def config_fields(settings: type, base: type[T], *, exclude: tuple[str, ...] = ()) -> type[T]:
-    """A ``base`` subclass with one field per field of the dataclass ``settings``."""
+def config_fields(settings: type, base: type[T], *, exclude: tuple[str, ...] = (),
+                  nested_base: type | None = None) -> type[T]:
+    """A ``base`` subclass with one field per field of the dataclass ``settings``.
+
+    A field whose type is itself a settings dataclass (``MediaSettings.limits: ImageLimits``)
+    becomes a nested config section generated the same way, from ``nested_base`` (default
+    ``base``; a resource's sections must be plain ``dg.Config``)."""
     hints = typing.get_type_hints(settings)
     definitions: dict[str, Any] = {}
     for item in dataclasses.fields(settings):
         if item.name in exclude or not item.init:
             continue
         doc = item.metadata.get("doc")
+        annotation = hints[item.name]
+        if dataclasses.is_dataclass(annotation):
+            section = config_fields(annotation, nested_base or base)
+            definitions[item.name] = (section, Field(default_factory=section, description=doc))
+            continue
         if item.default is not dataclasses.MISSING:
             default = item.default
             if isinstance(default, tuple):
@@ -58,5 +73,7 @@ def to_settings(settings: type[T], config: Any, **overrides: Any) -> T:
             value = getattr(config, item.name)
             if typing.get_origin(hints[item.name]) is tuple and isinstance(value, list):
                 value = tuple(value)
+            elif dataclasses.is_dataclass(hints[item.name]):
+                value = to_settings(hints[item.name], value)
             values[item.name] = value
     return settings(**{**values, **overrides})

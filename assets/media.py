@@ -20,15 +20,14 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets.config_schema import config_fields, to_settings
 from assets.metadata import check_result, stats_markdown, table_metadata
 from assets.partitions import Stage
 from assets.resources import HttpResource, LakeResource, WarehouseResource
 from datasources.http import HttpClient
 from datasources.media import (
     DATASET_DEFAULTS,
-    Endpoints,
     FetchCache,
-    ImageLimits,
     ImageStore,
     LocalMetadata,
     MediaCollector,
@@ -73,71 +72,30 @@ class MediaDatasetConfig(dg.Config):
     )
 
 
-class MediaConfig(dg.Config):
-    """Stage 3 — where posters and descriptions come from, and how politely they are fetched."""
+class MediaConfig(config_fields(MediaSettings, dg.Config,
+                                exclude=("poster_sources", "description_sources", "api_keys"))):
+    """Stage 3 — where posters and descriptions come from, and how politely they are fetched.
+
+    Every field of ``datasources.media.MediaSettings`` (limits and endpoints as sections), plus
+    the per-dataset chains and files, the HTTP overrides of this stage and the key variables."""
 
     datasets: dict[str, MediaDatasetConfig] = Field(
         default_factory=dict,
         description="Settings per dataset partition (ml-100k, ml-1m, amazon-book).",
     )
-    offline: bool = Field(
-        default=False,
-        description="Send no request at all: known poster URLs are recorded as skipped_offline "
-        "(or served from the cache of an earlier online run); local text still counts.",
-    )
-    refresh: bool = Field(
-        default=False, description="Ignore the fetch cache and ask everything again."
-    )
-    retry_failures: str = Field(
-        default="transient",
-        description="Which cached failures a re-run asks again: 'transient' (timeouts, 5xx, 429, "
-        "network errors), 'all' (404s and invalid images too) or 'none'.",
-    )
-    workers: int = Field(
-        default=8, description="Concurrent fetches (the HTTP pool keeps 10 per host)."
-    )
-    per_host_rps: float = Field(
-        default=4.0, description="Requests per second per host; 0 disables."
-    )
-    per_host_burst: int = Field(default=4, description="Requests a host may get at once.")
-    host_rps: dict[str, float] = Field(
-        default_factory=dict, description="Per-host overrides, e.g. {'www.omdbapi.com': 1}."
-    )
-    connect_timeout: float = 10.0
-    read_timeout: float = 30.0
+    # a materialization in the UI shows its progress; the library default stays quiet
+    progress: bool = Field(default=True, description="tqdm progress bar on stderr.")
+    # The media stage talks to rate-limited APIs, so it fails faster than the download stage.
+    connect_timeout: float = Field(default=10.0, description="Seconds to connect.")
+    read_timeout: float = Field(default=30.0, description="Seconds between bytes read.")
     retries: int | None = Field(default=3, description="HTTP retries; null: the http resource's.")
     max_retry_after: float = Field(default=30.0, description="Cap on an honoured Retry-After (s).")
-    max_image_bytes: int = 10_000_000
-    max_image_pixels: int = 40_000_000
-    max_side: int = Field(default=1024, description="Longest side of a stored poster (px).")
-    jpeg_quality: int = 90
-    omdb_base_url: str = Endpoints.omdb
-    omdb_plot: str = Field(default="full", description="'full' or 'short' OMDb plot.")
-    omdb_title_search: bool = Field(
-        default=True, description="Ask OMDb by title+year without an IMDb id."
-    )
-    tmdb_base_url: str = Endpoints.tmdb
-    tmdb_image_base_url: str = Endpoints.tmdb_images
-    wikipedia_base_url: str = Endpoints.wikipedia
-    openlibrary_base_url: str = Endpoints.openlibrary
-    openlibrary_covers_base_url: str = Endpoints.openlibrary_covers
     omdb_api_key_env: str = Field(
         default="OMDB_API_KEY", description="Environment variable with the OMDb key."
     )
     tmdb_api_key_env: str = Field(
         default="TMDB_API_KEY", description="Environment variable with the TMDB key."
     )
-    host_failure_limit: int = Field(
-        default=10,
-        description="Consecutive connection failures (refused, DNS, timeout) after which a host is "
-        "skipped for the rest of the run; 0 never gives up.",
-    )
-    stream_to_disk: bool = Field(
-        default=False,
-        description="Stream poster bodies to disk through the HTTP layer's fetch (memory-bounded "
-        "for untrusted hosts, resumes bodies cut short) instead of reading them into memory.",
-    )
-    progress: bool = Field(default=True, description="tqdm progress bar on stderr.")
     contact_sheet_size: int = Field(
         default=16, description="Posters shown in the metadata (0: none)."
     )
@@ -148,36 +106,12 @@ class MediaConfig(dg.Config):
     def settings_for(self, dataset: str, environ: Mapping[str, str] | None = None) -> MediaSettings:
         env = os.environ if environ is None else environ
         entry = self.dataset(dataset)
-        return MediaSettings.for_dataset(
-            dataset,
-            poster_sources=entry.poster_sources,
-            description_sources=entry.description_sources,
-            offline=self.offline,
-            refresh=self.refresh,
-            retry_failures=self.retry_failures,
-            workers=self.workers,
-            per_host_rps=self.per_host_rps or None,
-            per_host_burst=self.per_host_burst,
-            host_rps=dict(self.host_rps),
-            limits=ImageLimits(
-                max_bytes=self.max_image_bytes,
-                max_pixels=self.max_image_pixels,
-                max_side=self.max_side,
-                jpeg_quality=self.jpeg_quality,
-            ),
-            endpoints=Endpoints(
-                omdb=self.omdb_base_url,
-                tmdb=self.tmdb_base_url,
-                tmdb_images=self.tmdb_image_base_url,
-                wikipedia=self.wikipedia_base_url,
-                openlibrary=self.openlibrary_base_url,
-                openlibrary_covers=self.openlibrary_covers_base_url,
-            ),
-            omdb_plot=self.omdb_plot,
-            omdb_title_search=self.omdb_title_search,
-            progress=self.progress,
-            host_failure_limit=self.host_failure_limit,
-            stream_to_disk=self.stream_to_disk,
+        chains = MediaSettings.for_dataset(dataset, entry.poster_sources,
+                                           entry.description_sources)
+        return to_settings(
+            MediaSettings, self,
+            poster_sources=chains.poster_sources,
+            description_sources=chains.description_sources,
             api_keys={
                 "omdb": env.get(self.omdb_api_key_env, "").strip(),
                 "tmdb": env.get(self.tmdb_api_key_env, "").strip(),

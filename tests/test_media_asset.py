@@ -57,7 +57,7 @@ def _run_config(server, omdb_records: str, **overrides) -> dict:
         "read_timeout": 1.0,
         "retries": 1,
         "max_retry_after": 1.0,
-        "omdb_base_url": server.url("/omdb/"),
+        "endpoints": {"omdb": server.url("/omdb/")},
         "datasets": {
             DATASET: {
                 "omdb_records": omdb_records,
@@ -214,5 +214,6 @@ def test_offline_config_and_settings_mapping(server, data_dir, tmp_path):
     settings = MediaConfig(per_host_rps=0.0, omdb_api_key_env="MY_KEY").settings_for(
         "amazon-book", environ={"MY_KEY": " k3y "}
     )
-    assert settings.per_host_rps is None and settings.api_keys["omdb"] == "k3y"
+    # 0 and null both mean "no rate limit" to the limiter (HostRateLimiter: None or <= 0)
+    assert not settings.per_host_rps and settings.api_keys["omdb"] == "k3y"
     assert settings.poster_sources == ("openlibrary", "wikipedia")

@@ -29,7 +29,7 @@ import io
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
@@ -57,13 +57,15 @@ _EXIF_ORIENTATION = 0x0112
 class ImageLimits:
     """Bounds applied to every downloaded image (defaults suit posters and book covers)."""
 
-    max_bytes: int = 10_000_000
+    max_bytes: int = field(default=10_000_000, metadata={"doc": "Largest accepted body (bytes)."})
     # Well below Pillow's own warning threshold (~89.5 Mpx): a poster is < 10 Mpx, and every
     # accepted image is decoded in full, so this also bounds a worker's memory (~120 MB RGB).
-    max_pixels: int = 40_000_000
-    max_side: int = 1024  # longest side of the stored image
-    min_side: int = 16  # 1×1 "spacer" GIFs and tracking pixels are not posters
-    jpeg_quality: int = 90
+    max_pixels: int = field(default=40_000_000, metadata={
+        "doc": "Largest accepted width × height (decompression-bomb guard)."})
+    max_side: int = field(default=1024, metadata={"doc": "Longest side of a stored poster (px)."})
+    min_side: int = field(default=16, metadata={
+        "doc": "Smaller images are rejected (spacer GIFs and tracking pixels are not posters)."})
+    jpeg_quality: int = field(default=90, metadata={"doc": "JPEG quality of stored posters."})
 
     def __post_init__(self) -> None:
         if min(self.max_bytes, self.max_pixels, self.max_side, self.min_side) < 1:

@@ -42,22 +42,39 @@ class MediaSettings:
     settings object in a log line or a traceback shows no secret.
     """
 
-    poster_sources: tuple[str, ...] = MOVIE_POSTERS
-    description_sources: tuple[str, ...] = MOVIE_TEXT
-    offline: bool = False
-    refresh: bool = False
-    retry_failures: str = "transient"
-    workers: int = 8
-    per_host_rps: float | None = 4.0
-    per_host_burst: int = 4
-    host_rps: Mapping[str, float] = field(default_factory=dict)
-    limits: ImageLimits = field(default_factory=ImageLimits)
-    endpoints: Endpoints = field(default_factory=Endpoints)
-    omdb_plot: str = "full"
-    omdb_title_search: bool = True
-    progress: bool = False
-    host_failure_limit: int = 10  # consecutive connection failures before a host is skipped
-    stream_to_disk: bool = False  # posters through HttpClient.fetch (see MediaCollector._download)
+    poster_sources: tuple[str, ...] = field(default=MOVIE_POSTERS, metadata={
+        "doc": "Poster chain, first success wins."})
+    description_sources: tuple[str, ...] = field(default=MOVIE_TEXT, metadata={
+        "doc": "Description chain, first success wins."})
+    offline: bool = field(default=False, metadata={
+        "doc": "Send no request at all: known poster URLs are recorded as skipped_offline (or "
+               "served from the cache of an earlier online run); local text still counts."})
+    refresh: bool = field(default=False, metadata={
+        "doc": "Ignore the fetch cache and ask everything again."})
+    retry_failures: str = field(default="transient", metadata={
+        "doc": "Which cached failures a re-run asks again: 'transient' (timeouts, 5xx, 429, "
+               "network errors), 'all' (404s and invalid images too) or 'none'."})
+    workers: int = field(default=8, metadata={
+        "doc": "Concurrent fetches (the HTTP pool keeps 10 per host)."})
+    per_host_rps: float | None = field(default=4.0, metadata={
+        "doc": "Requests per second per host; 0 or null: unlimited."})
+    per_host_burst: int = field(default=4, metadata={"doc": "Requests a host may get at once."})
+    host_rps: Mapping[str, float] = field(default_factory=dict, metadata={
+        "doc": "Per-host overrides, e.g. {'www.omdbapi.com': 1}."})
+    limits: ImageLimits = field(default_factory=ImageLimits, metadata={
+        "doc": "Bounds applied to every downloaded image."})
+    endpoints: Endpoints = field(default_factory=Endpoints, metadata={
+        "doc": "Base URLs of the services (tests and mirrors point them elsewhere)."})
+    omdb_plot: str = field(default="full", metadata={"doc": "'full' or 'short' OMDb plot."})
+    omdb_title_search: bool = field(default=True, metadata={
+        "doc": "Ask OMDb by title+year without an IMDb id."})
+    progress: bool = field(default=False, metadata={"doc": "tqdm progress bar on stderr."})
+    host_failure_limit: int = field(default=10, metadata={
+        "doc": "Consecutive connection failures (refused, DNS, timeout) after which a host is "
+               "skipped for the rest of the run; 0 never gives up."})
+    stream_to_disk: bool = field(default=False, metadata={
+        "doc": "Stream poster bodies to disk through the HTTP layer's fetch (memory-bounded for "
+               "untrusted hosts, resumes bodies cut short) instead of reading them into memory."})
     api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

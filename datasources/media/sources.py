@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -102,12 +102,16 @@ TEXT_KINDS: Mapping[str, str] = {
 class Endpoints:
     """Base URLs of the real services; tests and mirrors point them elsewhere."""
 
-    omdb: str = "https://www.omdbapi.com/"
-    tmdb: str = "https://api.themoviedb.org/3"
-    tmdb_images: str = "https://image.tmdb.org/t/p/w500"
-    wikipedia: str = "https://en.wikipedia.org/api/rest_v1"
-    openlibrary: str = "https://openlibrary.org"
-    openlibrary_covers: str = "https://covers.openlibrary.org"
+    omdb: str = field(default="https://www.omdbapi.com/", metadata={"doc": "OMDb API."})
+    tmdb: str = field(default="https://api.themoviedb.org/3", metadata={"doc": "TMDB API."})
+    tmdb_images: str = field(default="https://image.tmdb.org/t/p/w500", metadata={
+        "doc": "TMDB image base (poster size in the path)."})
+    wikipedia: str = field(default="https://en.wikipedia.org/api/rest_v1", metadata={
+        "doc": "Wikipedia REST API."})
+    openlibrary: str = field(default="https://openlibrary.org", metadata={
+        "doc": "Open Library API."})
+    openlibrary_covers: str = field(default="https://covers.openlibrary.org", metadata={
+        "doc": "Open Library covers."})
 
 
 class Requester(Protocol):
