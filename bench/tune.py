@@ -300,15 +300,9 @@ class Search:
         print(f"trial {number}/{total}: {params}", flush=True)
         result = train(settings, self.data, self.out_root / key, resume=True,
                        log=lambda m: print(m, flush=True))
-        record = {"study": self.study, "dataset": self.dataset, "variant": self.variant,
-                  "trial": number, "params": params, "fixed": self.fixed, "config_hash": key,
-                  "settings": result.settings, "valid": result.best_valid,
-                  "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                  "stopped": result.stopped, "seconds": result.total_seconds,
-                  "seconds_per_epoch": result.seconds_per_epoch, "device": result.device,
-                  "threads": self.threads, "code_version": code_version(),
-                  "grid": self.grid, "budget": self.budget, "seed": self.seed,
-                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        record = {"trial": number, "params": params, "fixed": self.fixed, "config_hash": key,
+                  **self._outcome(result),
+                  "grid": self.grid, "budget": self.budget, "seed": self.seed}
         append_ledger(self.ledger, record)
         if self.store is not None:
             run_id = new_run_id(self.dataset, self.variant, key)
@@ -364,20 +358,24 @@ class Search:
         print(f"seed {seed}: the chosen configuration {chosen['params']}", flush=True)
         result = train(settings, self.data, self.out_root / key, resume=True,
                        log=lambda m: print(m, flush=True))
-        record = {"study": self.study, "dataset": self.dataset, "variant": self.variant,
-                  "replicate": True, "seed": seed, "chosen_hash": chosen["config_hash"],
-                  "params": chosen["params"], "config_hash": key, "settings": result.settings,
-                  "valid": result.best_valid, "test": result.test,
-                  "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                  "stopped": result.stopped, "seconds": result.total_seconds,
-                  "seconds_per_epoch": result.seconds_per_epoch, "device": result.device,
-                  "threads": self.threads, "code_version": code_version(),
-                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        record = {"replicate": True, "seed": seed, "chosen_hash": chosen["config_hash"],
+                  "params": chosen["params"], "config_hash": key, **self._outcome(result),
+                  "test": result.test}
         append_ledger(self.ledger, record)
         self._record_run(key, result, source="tuned")
         print(f"seed {seed}: test recall@20 {result.test['recall@20']:.4f} "
               f"ndcg@20 {result.test['ndcg@20']:.4f}", flush=True)
         return record
+
+    def _outcome(self, result) -> dict:
+        """The ledger fields every training of the study records."""
+        return {"study": self.study, "dataset": self.dataset, "variant": self.variant,
+                "settings": result.settings, "valid": result.best_valid,
+                "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                "stopped": result.stopped, "seconds": result.total_seconds,
+                "seconds_per_epoch": result.seconds_per_epoch, "device": result.device,
+                "threads": self.threads, "code_version": code_version(),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     def _record_run(self, key: str, result, source: str) -> None:
         if self.store is None:

@@ -15,7 +15,6 @@ mtime) and which members produced the directory.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -27,16 +26,12 @@ import tempfile
 import uuid
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from datasources.errors import MalformedInputError, UnsafeArchiveError
-
-try:  # POSIX only; elsewhere concurrent extractions of one directory are not serialised.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
+from warehouse.files import exclusive_lock
 
 __all__ = ["MARKER_NAME", "extract_zip", "open_member_text"]
 
@@ -83,7 +78,7 @@ def extract_zip(
         if wanted is not None:
             _select(zip_path, infos, wanted)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with _exclusive_lock(dest.parent / f".{dest.name}.lock"):
+        with exclusive_lock(dest.parent / f".{dest.name}.lock"):
             if _marker_covers(dest, zip_path, wanted):  # another process finished meanwhile
                 return dest
             previous = _read_marker(dest)
@@ -279,17 +274,3 @@ def _marker_covers(dest: Path, zip_path: Path, wanted: list[str] | None) -> bool
     # A previously extracted directory ("ml-1m/") covers every name below it.
     prefixes = tuple(d.rstrip("/") + "/" for d in done)
     return all(w in done or w.startswith(prefixes) for w in wanted)
-
-
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    """Serialise extractions into one directory (two Dagster processes may ask at once)."""
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    with lock_path.open("a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

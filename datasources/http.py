@@ -25,7 +25,6 @@ against a loopback server.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -57,11 +56,7 @@ from datasources.urls import (
     safe_url,
     with_params,
 )
-
-try:  # POSIX only; on other platforms concurrent fetches of one URL are simply not serialised.
-    import fcntl
-except ImportError:  # pragma: no cover - not exercised on Linux
-    fcntl = None  # type: ignore[assignment]
+from warehouse.files import exclusive_lock
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -87,25 +82,6 @@ _CHUNK = 1 << 16
 # --------------------------------------------------------------------------------------------
 # Small pure helpers
 # --------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    """Serialise fetches of one cache entry across threads and processes.
-
-    Dagster's multiprocess executor may run two assets that need the same archive at once; without
-    the lock both would append to the same ``.part`` file.
-    """
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -383,7 +359,7 @@ class HttpClient:
 
         final = self.cache_path(url, filename)
         part = final.with_name(final.name + ".part")
-        with _exclusive_lock(final.with_name(final.name + ".lock")):
+        with exclusive_lock(final.with_name(final.name + ".lock")):
             if final.exists() and not refresh:
                 bad = first_mismatch(final, checks)
                 if bad is None:

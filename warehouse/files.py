@@ -17,6 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+try:  # POSIX only; elsewhere concurrent writers of one path are simply not serialised.
+    import fcntl
+except ImportError:  # pragma: no cover - not exercised on Linux
+    fcntl = None  # type: ignore[assignment]
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -77,3 +82,23 @@ def atomic_write_json(target: str | Path, value: Any, **dump_options: Any) -> Pa
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         json.dump(value, handle, **dump_options)
     return Path(target)
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the block.
+
+    Serialises work on one cache entry or extraction directory across threads and processes:
+    Dagster may run two steps that need the same archive at once, and without the lock both
+    would append to the same ``.part`` file or extract into the same directory.
+    """
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
