@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -56,3 +58,67 @@ def test_cli_runs_sql_and_reports_errors(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "x\n1"
     assert cli_main(["--data-dir", str(tmp_path), "SELECT * FROM no_such_table"]) == 1
     assert "no_such_table" in capsys.readouterr().err
+
+
+def test_a_hostile_lake_file_name_gets_no_view_and_injects_nothing(tmp_path):
+    lake = Lake(tmp_path)
+    lake.write("ml-1m", "users", pd.DataFrame({"user_id": [0], "user_key": ["1"]}))
+    hostile = ('z" AS SELECT 1; CREATE OR REPLACE VIEW users AS SELECT 42 AS pwned; '
+               'CREATE VIEW "y')
+    pq.write_table(pa.table({"x": [1]}), lake.dataset_dir("ml-1m") / f"{hostile}.parquet")
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb", lake)
+    assert warehouse.refresh_views() == ["users"]
+    assert warehouse.ignored_files() == [hostile]
+    assert warehouse.query("SELECT * FROM users").column_names == ["user_id", "user_key", "dataset"]
+
+
+@pytest.mark.parametrize("statement, refused", [
+    ("COPY (SELECT 1) TO '{tmp}/out.csv'", "statement 1 is COPY"),
+    ("SELECT 1; DROP VIEW users", "statement 2 is DROP"),
+    ("ATTACH '{tmp}/other.duckdb' AS other (READ_WRITE)", "statement 1 is ATTACH"),
+    ("SET enable_external_access = true", "statement 1 is SET"),
+    ("SELECT * FROM read_csv('/etc/passwd')", "file system operations are disabled"),
+    ("SELECT * FROM read_text('{tmp}/outside.txt')", "file system operations are disabled"),
+])
+def test_the_cli_runs_reads_only_and_only_inside_the_lake(tmp_path, capsys, statement, refused):
+    Lake(tmp_path).write("ml-1m", "users", pd.DataFrame({"user_id": [0], "user_key": ["1"]}))
+    (tmp_path / "outside.txt").write_text("secret")
+    sql = statement.format(tmp=tmp_path.as_posix())
+    assert cli_main(["--data-dir", str(tmp_path), sql]) == 1
+    assert refused in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "other.duckdb").exists()
+    # reads of the lake, through the views or directly, still work
+    assert cli_main(["--data-dir", str(tmp_path), "SELECT count(*) AS n FROM users"]) == 0
+    direct = f"SELECT * FROM '{Lake(tmp_path).path('ml-1m', 'users').as_posix()}'"
+    assert cli_main(["--data-dir", str(tmp_path), "--format", "csv", direct]) == 0
+    assert "user_key" in capsys.readouterr().out
+
+
+def test_the_cli_takes_no_write_lock_when_the_views_exist(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    import warehouse.cli
+
+    lake = Lake(tmp_path)
+    lake.write("ml-1m", "users", pd.DataFrame({"user_id": [0], "user_key": ["1"]}))
+    warehouse_ = Warehouse(tmp_path / "warehouse.duckdb", lake, lock_timeout_s=0.5)
+    warehouse_.refresh_views()
+    assert warehouse_.missing_views() == []
+    monkeypatch.setattr(warehouse.cli, "open_warehouse", lambda data_dir=None: warehouse_)
+    # another process keeps the file open read-only (a notebook, the DuckDB CLI, make ui)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], "
+         "read_only=True); print('ready', flush=True); time.sleep(60)", str(warehouse_.path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "ready"
+        assert cli_main(["SELECT count(*) AS n FROM users"]) == 0  # reads share the file
+        with pytest.raises(duckdb.IOException, match="lock"):
+            warehouse_.refresh_views()  # what every query used to do first
+    finally:
+        reader.kill()
+        reader.wait()
+    lake.write("ml-1m", "items", pd.DataFrame({"item_id": [0], "item_key": ["1"]}))
+    assert warehouse_.missing_views() == ["items"]  # a new table: the CLI adds its view
+    assert cli_main(["SELECT count(*) AS n FROM items"]) == 0

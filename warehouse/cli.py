@@ -55,11 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=["table", "csv", "markdown"], default="table")
     parser.add_argument("--max-rows", type=int, default=50)
     parser.add_argument("--tables", action="store_true", help="list the views and tables")
-    parser.add_argument("--no-refresh", action="store_true", help="do not recreate the lake views first")
+    parser.add_argument("--refresh", action="store_true",
+                        help="recreate every lake view first (default: only missing ones)")
+    parser.add_argument("--unrestricted", action="store_true",
+                        help="run any statement with full access (COPY, ATTACH, files anywhere); "
+                        "default: SELECT/EXPLAIN on a read-only connection limited to the lake")
     args = parser.parse_args(argv)
 
     warehouse = open_warehouse(args.data_dir)
-    if not args.no_refresh:
+    # The write lock is taken only when a view is missing (or --refresh): a query never makes
+    # a running materialization wait.
+    if args.refresh or warehouse.missing_views():
         warehouse.refresh_views()
     if args.tables:
         sql = "SELECT table_name, table_type FROM information_schema.tables ORDER BY table_name"
@@ -68,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         parser.print_help()
         return 2
+    if args.unrestricted:
+        print("warning: --unrestricted: the statement runs with full access", file=sys.stderr)
     try:
-        result = warehouse.query(sql)
+        result = warehouse.query(sql) if args.unrestricted else warehouse.user_query(sql)
     except Exception as exc:  # show DuckDB's message, not a traceback, to a CLI user
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ own small SQLite statements in ``datasources/media/cache.py``).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,23 @@ DERIVED_VIEWS: dict[str, tuple[tuple[str, ...], str]] = {
         """,
     ),
 }
+
+
+_READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+#: What a lake table may be called: the names the pipeline writes. A file named otherwise (by
+#: accident or by an attacker who can write into the lake) gets no view: names reach SQL.
+TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a DuckDB identifier (double quotes, embedded quotes doubled)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    """``value`` as a SQL string literal (single quotes, embedded quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 class Warehouse:
@@ -89,19 +107,58 @@ class Warehouse:
             con.execute("COMMIT")
 
     def refresh_views(self) -> list[str]:
-        """(Re)create a view for every table present in the lake, plus the derived views."""
-        tables = self.lake.tables()
+        """(Re)create a view for every table present in the lake, plus the derived views.
+
+        Only names matching :data:`TABLE_NAME` get a view (see :meth:`ignored_files`)."""
+        tables = [t for t in self.lake.tables() if TABLE_NAME.fullmatch(t)]
         with self.connect() as con:
             for table in tables:
                 pattern = (self.lake.root / "dataset=*" / f"{table}.parquet").as_posix()
                 con.execute(
-                    f'CREATE OR REPLACE VIEW "{table}" AS SELECT * FROM '
-                    f"read_parquet('{_sql_str(pattern)}', hive_partitioning = true, union_by_name = true)"
+                    f"CREATE OR REPLACE VIEW {quote_identifier(table)} AS SELECT * FROM "
+                    f"read_parquet({quote_literal(pattern)}, hive_partitioning = true, "
+                    "union_by_name = true)"
                 )
             for name, (needs, sql) in DERIVED_VIEWS.items():
                 if all(t in tables for t in needs):
                     con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
         return tables
+
+    def ignored_files(self) -> list[str]:
+        """Lake files whose table name is not a valid one (they get no view)."""
+        return sorted(t for t in self.lake.tables() if not TABLE_NAME.fullmatch(t))
+
+    def missing_views(self) -> list[str]:
+        """Lake tables that have no view yet (read-only check: takes no write lock)."""
+        wanted = [t for t in self.lake.tables() if TABLE_NAME.fullmatch(t)]
+        if not self.path.exists():
+            return wanted
+        with self.connect(read_only=True) as con:
+            views = {row[0] for row in con.execute(
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        return [t for t in wanted if t not in views]
+
+    def user_query(self, sql: str) -> pa.Table:
+        """A user's query, in a sandbox: ``SELECT``/``EXPLAIN`` statements only, on a read-only
+        connection that may read files under the lake and nothing else (no ``COPY``, no
+        ``ATTACH``, no ``read_csv('/etc/passwd')``, no extension loading; the settings are
+        locked so the query cannot lift them)."""
+        with self.connect(read_only=True) as con:
+            statements = con.extract_statements(sql)
+            for number, statement in enumerate(statements, 1):
+                if statement.type not in _READ_STATEMENTS:
+                    kind = str(statement.type).rsplit(".", 1)[-1]
+                    raise PermissionError(
+                        f"statement {number} is {kind}: the warehouse CLI runs SELECT and "
+                        "EXPLAIN only (--unrestricted lifts this)")
+            con.execute("SET allowed_directories = [" + quote_literal(
+                self.lake.root.as_posix() + "/") + "]")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            result = None
+            for statement in statements:
+                result = con.sql(statement.query)
+            return result.to_arrow_table() if result is not None else pa.table({})
 
     def query(self, sql: str, params: list | None = None) -> pa.Table:
         with self.connect(read_only=True) as con:
@@ -110,7 +167,3 @@ class Warehouse:
     def execute(self, sql: str, params: list | None = None) -> None:
         with self.connect() as con:
             con.execute(sql, params or [])
-
-
-def _sql_str(value: str) -> str:
-    return value.replace("'", "''")
