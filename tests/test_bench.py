@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import model.layers as model_layers
+import model.fusion as model_fusion
 from model.config import TrainSettings
 from model.data import build_data
 from model.recommenders import build_model
@@ -35,7 +35,7 @@ def test_fusion_flops_match_torchs_flop_counter(variant, monkeypatch):
     torch.manual_seed(0)
     model = build_model(settings.model_config(), data)
     contents = {m: model.content(m).detach() for m in model.modalities}
-    monkeypatch.setattr(model_layers, "attention", _matmul_attention)
+    monkeypatch.setattr(model_fusion, "attention", _matmul_attention)
     with FlopCounterMode(display=False) as counter:
         model.fuse(contents)
     flops = _train_speed().fusion_flops(model, settings)
