@@ -23,6 +23,10 @@ Protocol (docs/MODEL.md, "How choices are made"):
 
 Trials already in the ledger with the same settings hash are not trained again, so a search
 interrupted by the end of a session continues where it stopped (checkpoints resume too).
+
+Over 400 lines because the protocol is one reviewable unit: the grid and its seeded subset,
+the ledger (read, append, void), trial and replicate runs, the one test read and the report
+share the settings hash and the ledger format; split apart, each piece would need the others.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ Checkpoints (``out_dir``), each written to a temporary file and renamed into pla
   from it continues exactly where the interrupted run stopped (same result as no interruption).
 * ``best.safetensors`` — the weights of the best validation epoch (+ settings metadata).
 * ``config.json`` — the settings, the data summary and, once finished, the result.
+
+Over 400 lines: the loop state, its checkpoint format and the loop that resumes from it must
+change together (an exact resume depends on all three), so they stay in one file.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ cache of an earlier online run).
 API keys: sources put them in query parameters only; the HTTP layer redacts query values from
 every message; cache keys are built from ids; and, as a last line, :class:`Redactor` removes the
 key strings from every text this module produces.
+
+Over 400 lines: the chains, the single-flight table, the cache and the redactor all act on
+the same per-item outcome row; apart, each would have to re-derive what the others decided.
 """
 
 from __future__ import annotations
