@@ -302,8 +302,7 @@ class Search:
                   f"valid recall@20 {found['valid']['recall@20']:.4f}", flush=True)
             return found
         print(f"trial {number}/{total}: {params}", flush=True)
-        result = train(settings, self.data, self.out_root / key, resume=True,
-                       log=lambda m: print(m, flush=True))
+        result = self._train(settings, self.out_root / key)
         record = {"trial": number, "params": params, "fixed": self.fixed, "config_hash": key,
                   **self._outcome(result),
                   "grid": self.grid, "budget": self.budget, "seed": self.seed}
@@ -332,8 +331,7 @@ class Search:
             out_dir = self.out_root / settings.config_hash()
             print(f"checkpoint of the chosen trial not found: replaying it "
                   f"({settings.epochs} epochs, time cap {settings.max_seconds})", flush=True)
-        result = train(settings, self.data, out_dir, resume=True,
-                       log=lambda m: print(m, flush=True))
+        result = self._train(settings, out_dir)
         record = {**chosen, "test": result.test, "tested_at":
                   time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "chosen": True}
         if replayed:
@@ -360,8 +358,7 @@ class Search:
                   f"{done['test']['recall@20']:.4f}", flush=True)
             return done
         print(f"seed {seed}: the chosen configuration {chosen['params']}", flush=True)
-        result = train(settings, self.data, self.out_root / key, resume=True,
-                       log=lambda m: print(m, flush=True))
+        result = self._train(settings, self.out_root / key)
         record = {"replicate": True, "seed": seed, "chosen_hash": chosen["config_hash"],
                   "params": chosen["params"], "config_hash": key, **self._outcome(result),
                   "test": result.test}
@@ -370,6 +367,11 @@ class Search:
         print(f"seed {seed}: test recall@20 {result.test['recall@20']:.4f} "
               f"ndcg@20 {result.test['ndcg@20']:.4f}", flush=True)
         return record
+
+    def _train(self, settings: TrainSettings, out_dir: Path):
+        """Train (or resume) one configuration into ``out_dir``, logging to stdout."""
+        return train(settings, self.data, out_dir, resume=True,
+                     log=lambda m: print(m, flush=True))
 
     def _outcome(self, result) -> dict:
         """The ledger fields every training of the study records."""

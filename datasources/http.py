@@ -33,7 +33,6 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
@@ -46,6 +45,7 @@ from urllib3.util import Retry
 
 from datasources.checksums import first_mismatch, parse_md5_text
 from datasources.errors import ChecksumMismatchError, DownloadError
+from datasources.lifecycle import ClosesOnExit
 from datasources.urls import (
     WILDCARD,
     describe,
@@ -180,7 +180,7 @@ class HttpStatusError(DownloadError):
 # --------------------------------------------------------------------------------------------
 
 
-class HttpClient:
+class HttpClient(ClosesOnExit):
     """Session, retries, cache, resume, checksums and mirrors in one object.
 
     Use as a context manager (or call :meth:`close`) so pooled connections are released.
@@ -224,16 +224,6 @@ class HttpClient:
     def close(self) -> None:
         self._session.close()
 
-    def __enter__(self) -> HttpClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- mirrors -----------------------------------------------------------------------------
 

@@ -20,9 +20,9 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from datasources.lifecycle import ClosesOnExit
 from datasources.media.types import OK, TRANSIENT_STATUSES
 
 __all__ = ["RETRY_POLICIES", "FetchCache", "should_retry"]
@@ -46,7 +46,7 @@ def should_retry(status: str, policy: str) -> bool:
     return False
 
 
-class FetchCache:
+class FetchCache(ClosesOnExit):
     """Thread-safe key/value store of lookup and image outcomes (see the module docstring)."""
 
     def __init__(self, path: str | Path) -> None:
@@ -105,13 +105,3 @@ class FetchCache:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> FetchCache:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
