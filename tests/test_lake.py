@@ -29,7 +29,8 @@ def test_write_is_atomic_and_a_crash_keeps_the_previous_file(tmp_path, monkeypat
         lake.write("ml-1m", "users", pd.DataFrame({"user_id": [9], "user_key": ["z"]}))
     monkeypatch.undo()
     assert lake.read_pandas("ml-1m", "users").equals(good)
-    assert [p.name for p in path.parent.iterdir()] == ["users.parquet"]  # no temp file left behind
+    assert sorted(p.name for p in path.parent.iterdir()) == ["_manifest.json", "users.parquet"]
+    assert not list(lake.snapshots_dir("ml-1m").glob(".staging-*"))  # nothing left behind
 
 
 def test_missing_table_says_what_to_materialize(tmp_path):

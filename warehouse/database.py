@@ -8,7 +8,6 @@ own small SQLite statements in ``datasources/media/cache.py``).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,9 @@ import duckdb
 import pyarrow as pa
 
 from warehouse.lake import Lake
+from warehouse.sql import TABLE_NAME, quote_identifier, quote_literal
+
+__all__ = ["TABLE_NAME", "Warehouse", "quote_identifier", "quote_literal"]
 
 # Derived views over the lake views. Each is created only when the tables it reads exist.
 DERIVED_VIEWS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -47,21 +49,6 @@ DERIVED_VIEWS: dict[str, tuple[tuple[str, ...], str]] = {
 
 
 _READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-
-#: What a lake table may be called: the names the pipeline writes. A file named otherwise (by
-#: accident or by an attacker who can write into the lake) gets no view: names reach SQL.
-TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-
-
-def quote_identifier(name: str) -> str:
-    """``name`` as a DuckDB identifier (double quotes, embedded quotes doubled)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(value: str) -> str:
-    """``value`` as a SQL string literal (single quotes, embedded quotes doubled)."""
-    return "'" + value.replace("'", "''") + "'"
-
 
 class Warehouse:
     """A DuckDB database file whose views sit over a :class:`Lake`."""

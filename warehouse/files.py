@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,15 @@ def _current_umask() -> int:
 
 
 #: Read once at import (single-threaded): ``os.umask`` can only be read by setting it.
-_NEW_FILE_MODE = 0o666 & ~_current_umask()
+NEW_FILE_MODE = 0o666 & ~_current_umask()
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_file(path: Path) -> None:
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+
+
+def fsync_directory(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # e.g. a platform without directory handles
@@ -61,12 +67,11 @@ def atomic_path(target: str | Path, *, durable: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         if durable:
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-        os.chmod(tmp, _NEW_FILE_MODE)  # mkstemp creates 0600; readers in other accounts
+            fsync_file(tmp)
+        os.chmod(tmp, NEW_FILE_MODE)  # mkstemp creates 0600; readers in other accounts
         os.replace(tmp, target)
         if durable:
-            _fsync_directory(target.parent)
+            fsync_directory(target.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -85,20 +90,59 @@ def atomic_write_json(target: str | Path, value: Any, **dump_options: Any) -> Pa
 
 
 @contextmanager
-def exclusive_lock(lock_path: Path) -> Iterator[None]:
+def exclusive_lock(lock_path: Path, *, timeout_s: float | None = None, holder: str = "",
+                   on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the block.
 
-    Serialises work on one cache entry or extraction directory across threads and processes:
-    Dagster may run two steps that need the same archive at once, and without the lock both
-    would append to the same ``.part`` file or extract into the same directory.
+    Serialises work on one cache entry, extraction directory or lake dataset across threads and
+    processes: Dagster may run two steps (or two runs) that write the same thing at once.
+
+    ``timeout_s`` None waits for ever; otherwise :class:`TimeoutError` after that long, naming
+    the holder. ``holder`` (e.g. the Dagster run id) is written into the lock file while it is
+    held, so the one waiting can say whom it waits for (``on_wait`` hears it once). The kernel
+    drops the lock when its process dies, ``kill -9`` included: a lock never outlives its owner.
     """
     if fcntl is None:  # pragma: no cover
         yield
         return
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    with lock_path.open("a+") as fh:
+        if timeout_s is None and on_wait is None:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        else:
+            _wait_for_lock(fh, lock_path, timeout_s, on_wait)
         try:
+            if holder:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"{holder} (pid {os.getpid()})\n")
+                fh.flush()
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _lock_holder(lock_path: Path) -> str:
+    try:
+        return lock_path.read_text(encoding="utf-8").strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+def _wait_for_lock(fh, lock_path: Path, timeout_s: float | None,
+                   on_wait: Callable[[str], None] | None) -> None:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    told = False
+    while True:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if on_wait is not None and not told:
+            on_wait(f"waiting for {lock_path}: held by {_lock_holder(lock_path)}")
+            told = True
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{lock_path} is still held by {_lock_holder(lock_path)} after "
+                               f"{timeout_s:g} s; that writer must finish (or die) first")
+        time.sleep(0.1)
