@@ -67,8 +67,8 @@ def clip_features(
     )
     previous = store.read(dataset, TABLE) if store.exists(dataset, TABLE) and not config.reencode else None
     result = encode_features(plan, image_encoder, text_encoder, previous, log=context.log.info)
-    path = store.write(dataset, TABLE, result.table)
-    warehouse.warehouse().refresh_views()
+    path = lake.publish(context, {TABLE: result.table})[TABLE]
+    warehouse.ensure_views(context.log)
 
     stats = result.flat_stats()
     counts = {f"{m}/{k}": v for m in (IMAGE, TEXT) for k in ("encoded", "reused", "missing", "failed")

@@ -16,12 +16,13 @@ import pandas as pd
 from pydantic import Field
 
 from assets.metadata import stats_markdown, table_metadata
-from assets.partitions import Stage
+from assets.partitions import Stage, datasets_validator
 from assets.resources import HttpResource, LakeResource, WarehouseResource
 from datasources.assemble import dataset_statistics
 from datasources.fetch import ResolvedTable, load_dataset, resolve_variant
 from datasources.registry import SourceVariant, TableSource, get_dataset
 from datasources.split import SPLIT_NAMES, STRATEGIES, split_cold_items, split_interactions
+from datasources.validate import check_split
 
 STAGE = Stage(group="ingest", owners=("team:data",))
 
@@ -53,6 +54,7 @@ class IngestConfig(dg.Config):
         default_factory=dict, description="Settings per dataset partition (ml-100k, ml-1m, amazon-book)."
     )
     refresh: bool = Field(default=False, description="Download again even when a verified cached copy exists.")
+    _datasets_known = datasets_validator()
 
 
 class SplitConfig(dg.Config):
@@ -100,26 +102,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@STAGE.asset(
-    kinds={"python", "parquet"},
-    description="Downloads (or locates, offline) every file of the dataset's source variant, verifies "
-    "checksums, extracts archives safely, and records each file's provenance.",
-)
-def source_files(
-    context: dg.AssetExecutionContext,
-    config: IngestConfig,
-    http: HttpResource,
-    lake: LakeResource,
-    warehouse: WarehouseResource,
-) -> dg.MaterializeResult:
-    dataset = context.partition_key
-    dataset_config = config.datasets.get(dataset, DatasetSourceConfig())
-    variant = configured_variant(dataset, dataset_config)
-    context.log.info(f"{dataset}: source variant {variant.name!r}")
-    with http.client() as client:
-        resolved = resolve_variant(variant, client, lake.cache_dir("extracted"), refresh=config.refresh)
-
-    rows = [
+def provenance_table(variant: SourceVariant, resolved: dict[str, ResolvedTable],
+                     keep_inactive: bool) -> pd.DataFrame:
+    """One row per ingested file: where it came from, where it is, its size and sha256."""
+    return pd.DataFrame([
         {
             "role": table.role,
             "format": table.format,
@@ -130,25 +116,15 @@ def source_files(
             "options_json": json.dumps(table.options, sort_keys=True),
             "variant": variant.name,
             "key_space": variant.key_space,
-            "keep_inactive": dataset_config.keep_inactive,
+            "keep_inactive": keep_inactive,
         }
         for table in resolved.values()
         for location, path in zip(table.locations, table.paths, strict=True)
-    ]
-    frame = pd.DataFrame(rows)
-    path = lake.lake().write(dataset, "source_files", frame)
-    warehouse.warehouse().refresh_views()
-    return dg.MaterializeResult(
-        metadata={
-            **table_metadata(frame.drop(columns=["options_json"]), path, sample_rows=10),
-            "variant": variant.name,
-            "total_bytes": int(frame["bytes"].sum()),
-        }
-    )
+    ])
 
 
-def read_source_files(lake: LakeResource, dataset: str) -> tuple[dict[str, ResolvedTable], str, bool]:
-    frame = lake.lake().read_pandas(dataset, "source_files")
+def read_source_files(frame: pd.DataFrame) -> tuple[dict[str, ResolvedTable], str, bool]:
+    """The resolved files, key space and keep_inactive flag recorded in ``source_files``."""
     resolved = {}
     for role, rows in frame.groupby("role", sort=False):
         resolved[role] = ResolvedTable(
@@ -162,7 +138,9 @@ def read_source_files(lake: LakeResource, dataset: str) -> tuple[dict[str, Resol
 
 
 @STAGE.multi_asset(
+    name="source_files",
     specs=[
+        STAGE.spec("source_files", kinds={"python", "parquet"}, description="Every file of the dataset's source variant, downloaded (or located, offline), checksum-verified and safely extracted: one provenance row per file. Published only together with the tables parsed from it."),
         STAGE.spec("users", deps=["source_files"], kinds={"parquet"}, description="One row per user: user_id (contiguous from 0), user_key (source id), demographics where the source has them."),
         STAGE.spec("items", deps=["source_files"], kinds={"parquet"}, description="One row per item: item_id (contiguous from 0), item_key (source id), title, year, genres."),
         STAGE.spec("interactions", deps=["source_files"], kinds={"parquet"}, description="One row per (user, item) pair: rating and timestamp when the source has them, label for binary feedback."),
@@ -171,34 +149,62 @@ def read_source_files(lake: LakeResource, dataset: str) -> tuple[dict[str, Resol
     # a deterministic function of the source files, so a table written alone agrees with the rest)
     can_subset=True,
 )
-def dataset_tables(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
-    """Parse the source files and assign contiguous ids; every selected table or none is written."""
-    dataset = context.partition_key
-    resolved, key_space, keep_inactive = read_source_files(lake, dataset)
-    # Everything is parsed and validated before the first write, so a malformed line leaves the
-    # previous good tables in place.
-    assembled = load_dataset(resolved, key_space=key_space, keep_inactive=keep_inactive)
-    store = lake.lake()
-    selected = {key.to_user_string() for key in context.selected_asset_keys}
-    paths = {name: store.write(dataset, name, getattr(assembled, name))
-             for name in ("users", "items", "interactions") if name in selected}
-    warehouse.warehouse().refresh_views()
+def dataset_tables(context: dg.AssetExecutionContext, config: IngestConfig, http: HttpResource,
+                   lake: LakeResource, warehouse: WarehouseResource):
+    """Locate the files, parse them, assign contiguous ids; publish the selected tables at once.
 
-    stats = dataset_statistics(len(assembled.users), len(assembled.items), len(assembled.interactions))
-    report = {k: v for k, v in assembled.report.items() if isinstance(v, int)}
-    context.log.info(f"{dataset}: {stats}")
+    The provenance (``source_files``) is published in the same lake transaction as the tables
+    parsed from it, after their audit: a file that fails to parse, or parses to nothing, leaves
+    the previous provenance and tables in place together."""
+    dataset = context.partition_key
+    store = lake.lake(context.log.info)
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    if "source_files" in selected:
+        dataset_config = config.datasets.get(dataset, DatasetSourceConfig())
+        variant = configured_variant(dataset, dataset_config)
+        context.log.info(f"{dataset}: source variant {variant.name!r}")
+        with http.client() as client:
+            resolved = resolve_variant(variant, client, lake.cache_dir("extracted"), refresh=config.refresh)
+        provenance = provenance_table(variant, resolved, dataset_config.keep_inactive)
+        key_space, keep_inactive = variant.key_space, dataset_config.keep_inactive
+    else:
+        provenance = store.read_pandas(dataset, "source_files")
+        resolved, key_space, keep_inactive = read_source_files(provenance)
+    assembled = load_dataset(resolved, key_space=key_space, keep_inactive=keep_inactive)
+    tables = {"source_files": provenance, "users": assembled.users, "items": assembled.items,
+              "interactions": assembled.interactions}
+    paths = lake.publish(context, {name: frame for name, frame in tables.items() if name in selected})
+    warehouse.ensure_views(context.log)
+    yield from _ingest_results(dataset, selected, tables, paths, assembled.report, context.log)
+
+
+def _ingest_results(dataset, selected, tables, paths, ingest_report, log):
+    stats = dataset_statistics(len(tables["users"]), len(tables["items"]), len(tables["interactions"]))
+    log.info(f"{dataset}: {stats}")
+    for warning in ingest_report.get("warnings", []):
+        log.warning(f"{dataset}: {warning}")
+    if "source_files" in selected:
+        frame = tables["source_files"]
+        yield dg.MaterializeResult(asset_key="source_files", metadata={
+            **table_metadata(frame.drop(columns=["options_json"]), paths["source_files"], sample_rows=10),
+            "variant": str(frame["variant"].iloc[0]),
+            "total_bytes": int(frame["bytes"].sum()),
+        })
     for name in ("users", "items"):
         if name in selected:
-            yield dg.MaterializeResult(asset_key=name, metadata=table_metadata(getattr(assembled, name), paths[name]))
+            yield dg.MaterializeResult(asset_key=name, metadata=table_metadata(tables[name], paths[name]))
     if "interactions" not in selected:
         return
-    interactions = assembled.interactions
+    interactions = tables["interactions"]
+    report = {k: v for k, v in ingest_report.items() if isinstance(v, int)}
     yield dg.MaterializeResult(
         asset_key="interactions",
         metadata={
             **table_metadata(interactions, paths["interactions"]),
             "table_1": stats_markdown(stats, f"{dataset} — Table 1 (interactions)"),
             "ingest_report": stats_markdown(report, "rows dropped / merged while ingesting"),
+            "ingest_warnings": dg.MetadataValue.md(
+                "\n".join(f"- {w}" for w in ingest_report.get("warnings", [])) or "none"),
             "has_rating": bool(interactions["rating"].notna().any()),
             "has_timestamp": bool(interactions["ts"].notna().any()),
             **{f"stats/{k}": v for k, v in stats.items()},
@@ -245,8 +251,9 @@ def split(context: dg.AssetExecutionContext, config: SplitConfig, lake: LakeReso
             "split": pd.Categorical.from_codes(parts, categories=list(SPLIT_NAMES)).astype(str),
         }
     )
-    path = lake.lake().write(dataset, "split", frame)
-    warehouse.warehouse().refresh_views()
+    problems, _ = check_split(frame, config.ratios)  # the blocking check, before publish
+    path = lake.publish(context, {"split": frame}, checks={"split_leak_free_and_balanced": problems})["split"]
+    warehouse.ensure_views(context.log)
     counts = frame["split"].value_counts().reindex(list(SPLIT_NAMES), fill_value=0)
     ratios = {f"share_{k}": float(v / max(len(frame), 1)) for k, v in counts.items()}
     return dg.MaterializeResult(

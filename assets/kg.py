@@ -17,7 +17,7 @@ from pydantic import Field
 
 from assets.config_schema import config_fields, to_settings
 from assets.metadata import check_result, stats_markdown, table_metadata
-from assets.partitions import Stage
+from assets.partitions import Stage, datasets_validator
 from assets.resources import HttpResource, LakeResource, WarehouseResource
 from datasources.fetch import resolve_location
 from datasources.kg.build import KGBuildOptions, build_kg, validate_kg
@@ -51,6 +51,7 @@ class KGConfig(dg.Config):
 
     datasets: dict[str, KGDatasetConfig] = Field(default_factory=dict)
     refresh: bool = Field(default=False, description="Download sources again even when cached.")
+    _datasets_known = datasets_validator()
 
 
 def _configured_sources(dataset: str, config: KGDatasetConfig) -> list[KGSource]:
@@ -121,9 +122,8 @@ def knowledge_graph(context: dg.AssetExecutionContext, config: KGConfig, http: H
         "kg_stats": table1.drop(columns=["dataset"]),
     }
     selected = {key.to_user_string() for key in context.selected_asset_keys}
-    paths = {name: store.write(dataset, name, frame) for name, frame in tables.items()
-             if name in selected}
-    warehouse.warehouse().refresh_views()
+    paths = lake.publish(context, {name: frame for name, frame in tables.items() if name in selected})
+    warehouse.ensure_views(context.log)
 
     overall = result.stats["overall"]
     context.log.info(f"{dataset} KG: {overall}")

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from assets.config_schema import config_fields, to_settings
 from assets.metadata import check_result, stats_markdown, table_metadata
-from assets.partitions import Stage
+from assets.partitions import Stage, datasets_validator
 from assets.resources import HttpResource, LakeResource, WarehouseResource
 from datasources.http import HttpClient
 from datasources.media import (
@@ -39,6 +39,7 @@ from datasources.media import (
     media_table,
     summarize_media,
 )
+from datasources.media.keys import resolve_api_keys
 
 STAGE = Stage(group="media", owners=("team:data",))
 
@@ -83,6 +84,7 @@ class MediaConfig(config_fields(MediaSettings, dg.Config,
         default_factory=dict,
         description="Settings per dataset partition (ml-100k, ml-1m, amazon-book).",
     )
+    _datasets_known = datasets_validator()
     # a materialization in the UI shows its progress; the library default stays quiet
     progress: bool = Field(default=True, description="tqdm progress bar on stderr.")
     # The media stage talks to rate-limited APIs, so it fails faster than the download stage.
@@ -91,10 +93,12 @@ class MediaConfig(config_fields(MediaSettings, dg.Config,
     retries: int | None = Field(default=3, description="HTTP retries; null: the http resource's.")
     max_retry_after: float = Field(default=30.0, description="Cap on an honoured Retry-After (s).")
     omdb_api_key_env: str = Field(
-        default="OMDB_API_KEY", description="Environment variable with the OMDb key."
+        default="OMDB_API_KEY", description="Environment variable with the OMDb key: "
+        "OMDB_API_KEY or KG4REC_OMDB_API_KEY (no other: datasources/media/keys.py)."
     )
     tmdb_api_key_env: str = Field(
-        default="TMDB_API_KEY", description="Environment variable with the TMDB key."
+        default="TMDB_API_KEY", description="Environment variable with the TMDB key: "
+        "TMDB_API_KEY or KG4REC_TMDB_API_KEY."
     )
     contact_sheet_size: int = Field(
         default=16, description="Posters shown in the metadata (0: none)."
@@ -108,15 +112,15 @@ class MediaConfig(config_fields(MediaSettings, dg.Config,
         entry = self.dataset(dataset)
         chains = MediaSettings.for_dataset(dataset, entry.poster_sources,
                                            entry.description_sources)
-        return to_settings(
+        settings = to_settings(
             MediaSettings, self,
             poster_sources=chains.poster_sources,
             description_sources=chains.description_sources,
-            api_keys={
-                "omdb": env.get(self.omdb_api_key_env, "").strip(),
-                "tmdb": env.get(self.tmdb_api_key_env, "").strip(),
-            },
         )
+        keys = resolve_api_keys(
+            {"omdb": self.omdb_api_key_env, "tmdb": self.tmdb_api_key_env},
+            {"omdb": settings.endpoints.omdb, "tmdb": settings.endpoints.tmdb}, env)
+        return dataclasses.replace(settings, api_keys=keys)
 
 
 class MediaCheckConfig(dg.Config):
@@ -232,8 +236,8 @@ def item_media(
         run = collector.run(refs)
     frame = run.frame
     table = media_table(frame)
-    path = store.write(dataset, "item_media", table)
-    warehouse.warehouse().refresh_views()
+    path = lake.publish(context, {"item_media": table})["item_media"]
+    warehouse.ensure_views(context.log)
 
     summary = summarize_media(frame)
     stats = run.stats

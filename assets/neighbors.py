@@ -45,26 +45,32 @@ class NeighborsConfig(dg.Config):
 def neighbor_sequences(context: dg.AssetExecutionContext, config: NeighborsConfig, lake: LakeResource,
                        warehouse: WarehouseResource):
     dataset = context.partition_key
-    store = lake.lake()
+    snapshot = lake.lake().snapshot(dataset)  # every input from one published snapshot
     tables = {
-        "users": store.read_pandas(dataset, "users", ["user_id"]),
-        "items": store.read_pandas(dataset, "items", ["item_id"]),
-        "entities": store.read_pandas(dataset, "entities", ["entity_id"]),
-        "split": store.read_pandas(dataset, "split"),
-        "kg_triples": store.read_pandas(dataset, "kg_triples", ["head_id", "relation_id", "tail_id"]),
+        "users": snapshot.read_pandas("users", ["user_id"]),
+        "items": snapshot.read_pandas("items", ["item_id"]),
+        "entities": snapshot.read_pandas("entities", ["entity_id"]),
+        "split": snapshot.read_pandas("split"),
+        "kg_triples": snapshot.read_pandas("kg_triples", ["head_id", "relation_id", "tail_id"]),
     }
     graph = collaborative_kg_from_tables(tables)
     train = tables["split"][tables["split"]["split"] == "train"]
     triples = tables["kg_triples"]
     selected = {key.to_user_string() for key in context.selected_asset_keys}
+    written = {}
     if "collaborative_kg" in selected:
-        edges = graph.to_edge_table()
-        edge_path = store.write(dataset, "collaborative_kg", edges)
-        warehouse.warehouse().refresh_views()
+        written["collaborative_kg"] = edges = graph.to_edge_table()
+    if "neighbor_sequences" in selected:
+        sequences = bfs_neighbor_sequences(graph, n=config.sequence_length, max_hops=config.max_hops,
+                                           tie_break=config.tie_break, seed=config.seed)
+        written["neighbor_sequences"] = table = sequences.to_table()
+    paths = lake.publish(context, written)  # both tables in one snapshot
+    warehouse.ensure_views(context.log)
+    if "collaborative_kg" in selected:
         yield dg.MaterializeResult(
             asset_key="collaborative_kg",
             metadata={
-                **table_metadata(edges, edge_path),
+                **table_metadata(edges, paths["collaborative_kg"]),
                 "n_nodes": graph.n_nodes,
                 "n_train_pairs": len(train),
                 "n_kg_triples": len(triples),
@@ -72,11 +78,7 @@ def neighbor_sequences(context: dg.AssetExecutionContext, config: NeighborsConfi
         )
     if "neighbor_sequences" not in selected:
         return
-    sequences = bfs_neighbor_sequences(graph, n=config.sequence_length, max_hops=config.max_hops,
-                                       tie_break=config.tie_break, seed=config.seed)
-    table = sequences.to_table()
-    seq_path = store.write(dataset, "neighbor_sequences", table)
-    warehouse.warehouse().refresh_views()
+    seq_path = paths["neighbor_sequences"]
     stats = sequence_stats(sequences, graph)
     length = stats["length"]
     yield dg.MaterializeResult(

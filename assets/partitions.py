@@ -5,13 +5,32 @@ stage's group (one job per group, see ``pipeline.definitions``) and its owners â
 decorator says only what is particular to it.
 """
 
+import difflib
 from dataclasses import dataclass
 
 import dagster as dg
+from pydantic import field_validator
 
 from datasources.registry import DATASET_NAMES
 
 dataset_partitions = dg.StaticPartitionsDefinition(list(DATASET_NAMES))
+
+
+def _known_dataset_keys(cls, datasets: dict) -> dict:
+    """A run config's per-dataset section must name a partition: ``ml100k:`` would otherwise be
+    ignored without a word and the run would quietly use the defaults (the online source)."""
+    for key in datasets:
+        if key not in DATASET_NAMES:
+            close = difflib.get_close_matches(key, DATASET_NAMES, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"datasets: {key!r} is not a dataset partition{hint}; "
+                             f"the partitions are {', '.join(DATASET_NAMES)}")
+    return datasets
+
+
+def datasets_validator():
+    """The validator a stage config with a ``datasets`` field declares (one line per config)."""
+    return field_validator("datasets")(_known_dataset_keys)
 
 
 @dataclass(frozen=True)

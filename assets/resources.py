@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +15,7 @@ from assets.config_schema import config_fields, to_settings
 from datasources.http import MIRROR_ENV, HttpClient, HttpSettings, parse_mirrors
 from features.interface import EncoderSettings, ImageEncoder, TextEncoder
 from warehouse import Lake, Warehouse
+from warehouse.files import exclusive_lock
 
 if TYPE_CHECKING:
     from assets.features import FeaturesConfig
@@ -28,13 +31,50 @@ class LakeResource(dg.ConfigurableResource):
     """The data directory: Parquet lake, download cache, media cache, checkpoints."""
 
     data_dir: str | None = None  # default: $KG4REC_DATA_DIR or ./data
+    max_row_drop: float = Field(
+        default=0.5, description="Refuse to publish a table whose row count falls by more than "
+        "this fraction against the current snapshot (a broken download, not a real change).")
+    keep_snapshots: int = Field(default=10, description="Old lake snapshots kept for time travel "
+                                "(beyond those a training run read, which are always kept).")
+    lock_timeout_s: float = Field(default=1800.0, description="How long a writer (or a run) "
+                                  "waits for another one of the same dataset partition.")
 
     @property
     def root(self) -> Path:
         return Path(self.data_dir).absolute() if self.data_dir else default_data_dir()
 
-    def lake(self) -> Lake:
-        return Lake(self.root)
+    def lake(self, log: Callable[[str], None] | None = None) -> Lake:
+        return Lake(self.root, max_row_drop=self.max_row_drop, keep_snapshots=self.keep_snapshots,
+                    lock_timeout_s=self.lock_timeout_s, log=log)
+
+    def publish(self, context: dg.AssetExecutionContext, tables: Mapping[str, object],
+                checks: Mapping[str, list[str]] | None = None) -> dict[str, Path]:
+        """Write ``tables`` to the run's dataset partition in one lake transaction: audited
+        (plus the asset's own ``checks``: name → problems) and published together, or not at
+        all. Returns each table's published path."""
+        store = self.lake(context.log.info)
+        with store.transaction(context.partition_key, note=f"run {context.run.run_id}: "
+                               f"{', '.join(tables)}", holder=f"run {context.run.run_id}") as tx:
+            paths = {name: tx.write(name, frame) for name, frame in tables.items()}
+            for name, problems in (checks or {}).items():
+                tx.check(name, problems)
+        return paths
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[LakeResource]:
+        """Hold the run's dataset partition for the whole run: two runs of one partition would
+        interleave their tables (each step publishes atomically, a run of steps does not), so
+        the second waits here — logging whom it waits for — or fails after lock_timeout_s."""
+        run = context.run
+        partition = run.tags.get("dagster/partition") if run is not None else None
+        if partition is None:
+            yield self
+            return
+        log = context.log.info if context.log is not None else None
+        lock = self.root / "lake" / ".snapshots" / partition / ".run.lock"
+        with exclusive_lock(lock, timeout_s=self.lock_timeout_s, holder=f"run {run.run_id}",
+                            on_wait=log):
+            yield self
 
     def cache_dir(self, *parts: str) -> Path:
         path = self.root.joinpath("cache", *parts)
@@ -51,6 +91,15 @@ class WarehouseResource(dg.ConfigurableResource):
     def warehouse(self) -> Warehouse:
         root = Path(self.data_dir).absolute() if self.data_dir else default_data_dir()
         return Warehouse(Path(self.database) if self.database else root / "warehouse.duckdb", Lake(root))
+
+    def ensure_views(self, log) -> None:
+        """Create the views of tables new to the lake; never fails a materialization (a reader
+        holding the database only delays the views, see ``Warehouse.ensure_views``)."""
+        created, problem = self.warehouse().ensure_views()
+        if problem:
+            log.warning(problem)
+        elif created:
+            log.info(f"warehouse views: {', '.join(created)}")
 
 
 class HttpResource(config_fields(HttpSettings, dg.ConfigurableResource, exclude=("mirrors",))):

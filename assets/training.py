@@ -37,6 +37,7 @@ from warehouse.runs import RunStore
 
 if TYPE_CHECKING:
     from model.data import RecData
+    from warehouse.lake import Snapshot
 
 STAGE = Stage(group="training", owners=("team:ml",))
 INPUT_DEPS = ["split", "entities", "relations", "kg_triples", "clip_features",
@@ -62,10 +63,13 @@ class RunSelectionConfig(dg.Config):
     top_k: int = Field(default=20, description="Recommendations per user.")
 
 
-def load_training_data(lake: LakeResource, dataset: str) -> "RecData":
-    from model.data import build_data, read_lake_tables
+def load_training_data(lake: LakeResource, dataset: str, version: int | None = None
+                       ) -> tuple["RecData", "Snapshot"]:
+    """The training data of one lake snapshot (the published one, or ``version``)."""
+    from model.data import build_data, read_snapshot_tables
 
-    return build_data(read_lake_tables(lake.root, dataset))
+    snapshot = lake.lake().snapshot(dataset, version)
+    return build_data(read_snapshot_tables(snapshot)), snapshot
 
 
 @STAGE.multi_asset(
@@ -87,16 +91,18 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainConfig, lake: 
 
     dataset = context.partition_key
     settings = config.settings()
-    data = load_training_data(lake, dataset)
+    data, snapshot = load_training_data(lake, dataset)
     out_dir = lake.root / "models" / dataset / settings.variant / settings.config_hash()
     context.log.info(f"{dataset}/{settings.variant}: {data.summary()}")
     result = train(settings, data, out_dir, resume=config.resume, log=context.log.info)
 
     run_id = new_run_id(dataset, settings.variant, result.config_hash)
-    run = run_row(run_id, dataset, result, source="dagster")
+    run = run_row(run_id, dataset, result, source="dagster") | {"lake_version": snapshot.version}
     rows = metric_rows(result)
+    lake.lake().pin(snapshot, run_id)  # the data of every run stays readable (time travel)
     store = RunStore(warehouse.warehouse())
     store.record_run(run, rows)
+    warehouse.ensure_views(context.log)
 
     test = {k: v for k, v in result.test.items() if k != "users"}
     figure = curves_figure(result.history, f"{dataset} — {settings.variant}")
@@ -105,6 +111,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainConfig, lake: 
     model_metadata = {
         "run_id": run_id,
         "variant": settings.variant,
+        "lake_version": snapshot.version,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "stopped": result.stopped,
@@ -152,10 +159,11 @@ def _pick_run(store: RunStore, dataset: str, variant: str | None, fusion_only: b
 
 
 def _load_run_model(lake: LakeResource, dataset: str, run: dict):
-    """The run's best checkpoint, rebuilt over the current lake tables (same device)."""
+    """The run's best checkpoint, rebuilt over the lake snapshot it trained on (its ids are
+    those of that snapshot, whatever was re-ingested since)."""
     from model.checkpoints import load_model
 
-    data = load_training_data(lake, dataset)
+    data, _ = load_training_data(lake, dataset, run.get("lake_version") or None)
     model = load_model(run["checkpoint_path"], data, device="auto")
     return model, data.to(next(model.parameters()).device)
 
@@ -178,6 +186,7 @@ def recommendations(context: dg.AssetExecutionContext, config: RunSelectionConfi
 
     frame = recommendation_frame(model, data, config.top_k)
     store.write_recommendations(run["run_id"], frame)
+    warehouse.ensure_views(context.log)
     coverage = frame["item_id"].nunique() / max(data.n_items, 1)
     return dg.MaterializeResult(metadata={
         "run_id": run["run_id"], "variant": run["variant"], **table_metadata(frame, sample_rows=10),
@@ -207,6 +216,7 @@ def modality_preferences(context: dg.AssetExecutionContext, config: RunSelection
         return dg.MaterializeResult(metadata={"dagster/row_count": 0, "run_id": run["run_id"],
                                               "note": f"{run['variant']} has no fusion module"})
     store.write_modality_preferences(run["run_id"], frame)
+    warehouse.ensure_views(context.log)
     figure = preferences_figure(frame, f"{dataset} — {run['variant']}")
     chart = png_markdown(figure, "modality preferences")
     weights = frame["visual_weight"].dropna()
@@ -231,6 +241,7 @@ def paper_tables(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     dataset = context.partition_key
     store = RunStore(warehouse.warehouse())
     frame = store.rebuild_paper_tables()
+    warehouse.ensure_views(context.log)
     figure = bars_figure(frame, dataset)
     chart = png_markdown(figure, "metrics per variant")
     return dg.MaterializeResult(metadata={

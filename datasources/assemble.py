@@ -34,6 +34,19 @@ def natural_order(keys: pd.Index | pd.Series | np.ndarray) -> np.ndarray:
     return np.sort(keys.to_numpy())
 
 
+def _non_numeric_keys(keys: pd.Series, what: str) -> tuple[int, str | None]:
+    """Keys that are not numbers in a column whose other keys are: a typo or a second id space
+    mixed in. Accepted (keys are strings), but counted and said."""
+    unique = pd.Series(pd.unique(keys.dropna().astype(str)))
+    numeric = pd.to_numeric(unique, errors="coerce").notna()
+    n_bad = int((~numeric).sum())
+    if n_bad == 0 or n_bad * 2 >= len(unique):
+        return 0, None
+    examples = ", ".join(repr(k) for k in unique[~numeric].head(3))
+    return n_bad, (f"{n_bad} of {len(unique):,} {what} keys are not numbers ({examples}) while "
+                   "the others are: a typo, or ids from another source mixed in?")
+
+
 def _translate_indices(keys: pd.Series, catalogue: pd.DataFrame | None, key_col: str, what: str) -> pd.Series:
     """KGAT interaction files carry row indices; map them to the catalogue's own keys."""
     if catalogue is None or "source_index" not in catalogue.columns:
@@ -94,6 +107,13 @@ def assemble_dataset(
         frame["item_key"] = _translate_indices(frame["item_key"], items, "item_key", "item")
     elif key_space != "native":
         raise ValueError(f"unknown key_space {key_space!r}")
+
+    report["warnings"] = []
+    for column, what in (("user_key", "user"), ("item_key", "item")):
+        n_bad, warning = _non_numeric_keys(frame[column], what)
+        report[f"{what}s_non_numeric_keys"] = n_bad
+        if warning:
+            report["warnings"].append(warning)
 
     null_rows = frame["item_key"].isna() | frame["user_key"].isna()
     report["rows_with_unknown_item_dropped"] = int(null_rows.sum())

@@ -11,7 +11,9 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, NoReturn
 
@@ -37,15 +39,40 @@ def open_binary(path: Path) -> IO[bytes]:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+#: What gzip raises on a truncated or corrupt stream (none of them names the file).
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error, OSError)
+
+
+@contextmanager
+def _named_gzip_errors(path: Path, lines_read: Callable[[], int | None] = lambda: None):
+    """Re-raise a gzip stream error as :class:`MalformedInputError` naming the file (and the
+    line reached): "Truncated compressed stream" alone does not say which of 40 files."""
+    try:
+        yield
+    except MalformedInputError:
+        raise
+    except _GZIP_ERRORS as exc:
+        if path.suffix != ".gz" or isinstance(exc, FileNotFoundError | PermissionError):
+            raise
+        raise MalformedInputError(path, lines_read(), f"truncated or corrupt gzip stream "
+                                  f"({type(exc).__name__}: {exc})") from exc
+
+
+def _without_bom(text: str) -> str:
+    """A UTF-8 byte-order mark (Excel and Windows tools write one) is not part of the header."""
+    return text.removeprefix("\ufeff")
+
+
 def iter_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, text)`` without the line end; a decoding error names its line."""
-    with open_binary(path) as fh:
+    number = 0
+    with _named_gzip_errors(path, lambda: number + 1), open_binary(path) as fh:
         for number, raw in enumerate(fh, start=1):
             try:
                 text = raw.decode(encoding)
             except UnicodeDecodeError as exc:
                 raise MalformedInputError(path, number, f"not valid {encoding}: {exc}") from exc
-            yield number, text.rstrip("\r\n")
+            yield number, (_without_bom(text) if number == 1 else text).rstrip("\r\n")
 
 
 def iter_json_records(path: Path, required_key: str) -> Iterator[tuple[int, dict]]:
@@ -68,14 +95,14 @@ def iter_json_records(path: Path, required_key: str) -> Iterator[tuple[int, dict
 
 def read_bytes(path: Path) -> bytes:
     """The file's bytes, gunzipped when the name ends in ``.gz``."""
-    with open_binary(path) as handle:
+    with _named_gzip_errors(path), open_binary(path) as handle:
         return handle.read()
 
 
 def decode(raw: bytes, path: Path, encoding: str) -> str:
     """Decode a whole file; a bad byte is reported with the line it is on."""
     try:
-        return raw.decode(encoding)
+        return _without_bom(raw.decode(encoding))
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise MalformedInputError(path, line, f"not valid {encoding}: {exc.reason} at byte {exc.start}") from None
@@ -83,7 +110,7 @@ def decode(raw: bytes, path: Path, encoding: str) -> str:
 
 def read_header(path: Path, encoding: str = "utf-8") -> str:
     """The first line of a file (decoded alone, so a bad byte further down is reported later)."""
-    with open_binary(path) as handle:
+    with _named_gzip_errors(path, lambda: 1), open_binary(path) as handle:
         first = handle.readline()
     return decode(first, path, encoding).rstrip("\r\n")
 

@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from warehouse.lake import Lake
+from warehouse.lake import Lake, Snapshot
 
 #: clip_features.modality value → the model's modality name.
 MODALITY_NAMES: dict[str, str] = {"image": "visual", "text": "text"}
@@ -303,16 +303,22 @@ def build_data(
     )
 
 
-def read_lake_tables(data_dir: str | Path, dataset: str) -> dict[str, pa.Table | None]:
+def read_lake_tables(data_dir: str | Path, dataset: str, version: int | None = None
+                     ) -> dict[str, pa.Table | None]:
     """Read one dataset's tables straight from the Parquet lake (no DuckDB, no Dagster).
 
-    ``warehouse.lake.Lake`` owns the layout. Missing optional tables come back as None; a
-    missing required table raises naming the asset to materialize.
+    All tables come from one lake snapshot — the published one, or ``version`` (time travel:
+    the exact data an earlier run trained on). ``warehouse.lake.Lake`` owns the layout.
     """
-    lake = Lake(Path(data_dir))
-    out: dict[str, pa.Table | None] = {name: lake.read(dataset, name) for name in REQUIRED_TABLES}
+    return read_snapshot_tables(Lake(Path(data_dir)).snapshot(dataset, version))
+
+
+def read_snapshot_tables(snapshot: Snapshot) -> dict[str, pa.Table | None]:
+    """The training tables of one snapshot. Missing optional tables come back as None; a
+    missing required table raises naming the asset to materialize."""
+    out: dict[str, pa.Table | None] = {name: snapshot.read(name) for name in REQUIRED_TABLES}
     for name in OPTIONAL_TABLES:
-        out[name] = lake.read(dataset, name) if lake.exists(dataset, name) else None
+        out[name] = snapshot.read(name) if snapshot.has(name) else None
     return out
 
 

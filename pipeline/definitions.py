@@ -6,14 +6,14 @@ import dagster as dg
 
 from assets.checks import INGEST_CHECKS
 from assets.features import FEATURES_ASSETS, FEATURES_CHECKS, EncoderResource
-from assets.ingest import dataset_tables, source_files, split
+from assets.ingest import dataset_tables, split
 from assets.kg import KG_CHECKS, knowledge_graph
 from assets.media import MEDIA_ASSETS, MEDIA_CHECKS
 from assets.neighbors import NEIGHBOR_CHECKS, neighbor_sequences
 from assets.resources import HttpResource, LakeResource, WarehouseResource
 from assets.training import TRAINING_ASSETS
 
-INGEST_ASSETS = [source_files, dataset_tables, split]
+INGEST_ASSETS = [dataset_tables, split]
 KG_ASSETS = [knowledge_graph]
 NEIGHBOR_ASSETS = [neighbor_sequences]
 

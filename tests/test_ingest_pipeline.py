@@ -84,7 +84,7 @@ def test_ml100k_from_grouplens_zip_with_retry_and_cache(server, data_dir, monkey
     assert items.loc[0, "item_key"] == "1" and items.loc[0, "title"] == "Movie 1" and items.loc[0, "year"] == 1991
 
     # Metadata: row counts and the Table-1 block reach the Dagster event log.
-    materializations = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("dataset_tables")}
+    materializations = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("source_files")}
     assert materializations["interactions"]["dagster/row_count"].value == expected_pairs
     assert "Table 1" in materializations["interactions"]["table_1"].value
 
@@ -167,7 +167,7 @@ def test_malformed_line_fails_naming_file_line_and_keeps_previous_tables(server,
         "tables": {"interactions": {"locations": [str(bad)]}}}}}}}}
     result = _run("ml-100k", override, raise_on_error=False)
     assert not result.success
-    error = _user_error(result, "dataset_tables")
+    error = _user_error(result, "source_files")
     assert "MalformedInputError" in error.cls_name and f"{bad}:2:" in error.message
     assert lake.read_pandas("ml-100k", "interactions").equals(before)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pandas as pd
@@ -109,6 +110,8 @@ def test_item_media_materializes_with_metadata_and_passes_its_check(
 ):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("OMDB_API_KEY", SECRET_OMDB)
+    # the loopback "OMDb" is not www.omdbapi.com: the operator trusts it, as for a proxy
+    monkeypatch.setenv("KG4REC_API_HOSTS", urlsplit(server.url("/")).netloc)
     n = 6
     Lake(data_dir).write(DATASET, "items", _items(n))
     apis = FakeMediaApis(server)
@@ -211,9 +214,33 @@ def test_offline_config_and_settings_mapping(server, data_dir, tmp_path):
     assert schema.field("poster_path").type == "string"
     assert schema.field("poster_width").type == "int32"
 
-    settings = MediaConfig(per_host_rps=0.0, omdb_api_key_env="MY_KEY").settings_for(
-        "amazon-book", environ={"MY_KEY": " k3y "}
+    settings = MediaConfig(per_host_rps=0.0, omdb_api_key_env="KG4REC_OMDB_API_KEY").settings_for(
+        "amazon-book", environ={"KG4REC_OMDB_API_KEY": " k3y "}
     )
     # 0 and null both mean "no rate limit" to the limiter (HostRateLimiter: None or <= 0)
     assert not settings.per_host_rps and settings.api_keys["omdb"] == "k3y"
     assert settings.poster_sources == ("openlibrary", "wikipedia")
+
+
+def test_a_run_config_cannot_send_a_secret_it_names_or_send_a_key_elsewhere(server, data_dir, tmp_path,
+                                                                           monkeypatch):
+    from datasources.media.keys import ApiKeyPolicyError
+
+    monkeypatch.setenv("ANOTHER_SECRET", "s3cr3t-value")
+    with pytest.raises(ApiKeyPolicyError, match="'ANOTHER_SECRET' is not a omdb key variable"):
+        MediaConfig(omdb_api_key_env="ANOTHER_SECRET").settings_for(DATASET)
+    # the real key, pointed by the run config at a host that is not OMDb's: refused
+    monkeypatch.setenv("OMDB_API_KEY", SECRET_OMDB)
+    hostile = {"endpoints": {"omdb": server.url("/collect/")}}
+    with pytest.raises(ApiKeyPolicyError, match=r"sent only to www.omdbapi.com .* endpoint is 127.0.0.1"):
+        MediaConfig(**hostile).settings_for(DATASET)
+
+    # through Dagster: the run fails before a single request carries either secret
+    Lake(data_dir).write(DATASET, "items", _items(3))
+    records = _omdb_file(tmp_path / "omdb.jsonl", 3, lambda k: server.url(f"/img/{k}.jpg"))
+    config = _run_config(server, records)
+    config["ops"]["item_media"]["config"]["omdb_api_key_env"] = "ANOTHER_SECRET"
+    result = _materialize(config)
+    assert not result.success
+    assert not any("s3cr3t-value" in r.raw_path or SECRET_OMDB in r.raw_path for r in server.requests)
+    assert server.requests == []

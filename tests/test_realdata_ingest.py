@@ -1,6 +1,6 @@
 """Real data from ../shared through configs/offline.yaml: the counts the foundation issue names.
 
-Runs the same code path as the ``source_files`` + ``dataset_tables`` + ``split`` assets, with the
+Runs the same code path as the ``source_files`` multi-asset (provenance, users, items, interactions) and ``split``, with the
 offline run config, on the licensed files read in place (skipped when ../shared is absent).
 """
 

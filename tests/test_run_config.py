@@ -62,7 +62,7 @@ def test_an_asset_selection_gets_the_config_of_its_ops():
     from pipeline.run_config import job_nodes
 
     nodes = job_nodes(selection="*neighbor_sequences")
-    assert {"source_files", "dataset_tables", "split", "knowledge_graph",
+    assert {"source_files", "split", "knowledge_graph",
             "neighbor_sequences"} <= nodes
     config = for_nodes(load_configs([str(ROOT / "configs" / "offline.yaml")]), nodes)
     assert set(config["ops"]) == {"source_files", "knowledge_graph"}

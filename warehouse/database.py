@@ -97,8 +97,11 @@ class Warehouse:
         """(Re)create a view for every table present in the lake, plus the derived views.
 
         Only names matching :data:`TABLE_NAME` get a view (see :meth:`ignored_files`)."""
+        from warehouse.runs import migrate_legacy_tables, run_views  # runs.py imports this module
+
         tables = [t for t in self.lake.tables() if TABLE_NAME.fullmatch(t)]
         with self.connect() as con:
+            migrate_legacy_tables(con, self.runs_root)
             for table in tables:
                 pattern = (self.lake.root / "dataset=*" / f"{table}.parquet").as_posix()
                 con.execute(
@@ -109,15 +112,44 @@ class Warehouse:
             for name, (needs, sql) in DERIVED_VIEWS.items():
                 if all(t in tables for t in needs):
                     con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
-        return tables
+            runs = run_views(self.runs_root)
+            for name, sql in runs:
+                con.execute(f"CREATE OR REPLACE VIEW {quote_identifier(name)} AS {sql}")
+        return tables + [name for name, _ in runs]
+
+    def ensure_views(self, lock_timeout_s: float = 2.0) -> tuple[list[str], str | None]:
+        """Create the views that are missing, without ever failing a writer.
+
+        Views are globs over the lake, so a republished table needs no refresh: only a table
+        that is new to the lake needs its view created. If another process holds the database
+        (a user's ``duckdb data/warehouse.duckdb``, a notebook), this gives up after
+        ``lock_timeout_s`` and says so; the next writer or ``python -m warehouse`` creates the
+        view. Returns (views created, why not or None)."""
+        patient, self.lock_timeout_s = self.lock_timeout_s, lock_timeout_s
+        try:
+            if not self.missing_views():
+                return [], None
+            return self.refresh_views(), None
+        except duckdb.IOException as exc:
+            return [], f"views not refreshed (the warehouse is held by another process: {exc})"
+        finally:
+            self.lock_timeout_s = patient
 
     def ignored_files(self) -> list[str]:
         """Lake files whose table name is not a valid one (they get no view)."""
         return sorted(t for t in self.lake.tables() if not TABLE_NAME.fullmatch(t))
 
+    @property
+    def runs_root(self) -> Path:
+        """Where run results live (``warehouse.runs``): files, like the lake tables."""
+        return self.lake.root / "runs"
+
     def missing_views(self) -> list[str]:
-        """Lake tables that have no view yet (read-only check: takes no write lock)."""
+        """Lake and run tables that have no view yet (read-only check: takes no write lock)."""
+        from warehouse.runs import run_views
+
         wanted = [t for t in self.lake.tables() if TABLE_NAME.fullmatch(t)]
+        wanted += [name for name, _ in run_views(self.runs_root)]
         if not self.path.exists():
             return wanted
         with self.connect(read_only=True) as con:

@@ -197,8 +197,10 @@ class Lake:
         if version is None:
             current = self.current(dataset)
             if current is None:
-                raise FileNotFoundError(f"{self.dataset_dir(dataset)}: nothing published for "
-                                        f"dataset {dataset!r} yet")
+                raise FileNotFoundError(
+                    f"{self.dataset_dir(dataset)}: nothing published for dataset {dataset!r} "
+                    f"yet: materialize its assets first (e.g. make run DATASET={dataset} "
+                    "CONFIG=configs/offline.yaml)")
             return current
         directory = self.snapshots_dir(dataset) / _version_name(version)
         if not (directory / MANIFEST).is_file():

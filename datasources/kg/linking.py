@@ -107,12 +107,16 @@ def resolve_links(item_index: pd.Index, links: Sequence[tuple[str, pd.DataFrame]
     all_links = _stack_links(item_index, links)
     names = [name for name, _ in links]
     unknown = all_links["item_id"].to_numpy() < 0
-    known = all_links[~unknown].drop_duplicates(["item_id", "entity_key"])
+    repeated = all_links[~unknown].duplicated(["item_id", "entity_key"])
+    duplicates = all_links[~unknown][repeated]  # the same link again (same or a later source)
+    known = all_links[~unknown][~repeated]
     # A key can stand for one item only; the first claim (source order, then file order) wins.
     claimed_twice = known.duplicated("entity_key")
     conflicts = known[claimed_twice]
     known = known[~claimed_twice]
     stats = _link_stats(all_links, known, conflicts, names, len(item_index))
+    for order, name in enumerate(names):
+        stats[name]["n_links_duplicate"] = int((duplicates["_src"] == order).sum())
     known = known.sort_values(["item_id", "_src"], kind="stable")
     table = pd.DataFrame(
         {
