@@ -123,3 +123,17 @@ def test_the_cli_takes_no_write_lock_when_the_views_exist(tmp_path, monkeypatch)
     lake.write("ml-1m", "items", pd.DataFrame({"item_id": [0], "item_key": ["1"]}))
     assert warehouse_.missing_views() == ["items"]  # a new table: the CLI adds its view
     assert cli_main(["SELECT count(*) AS n FROM items"]) == 0
+
+
+def test_a_copied_data_directory_gets_views_over_its_own_lake(tmp_path):
+    import shutil
+
+    original = tmp_path / "a"
+    Lake(original).write("ml-1m", "users", pd.DataFrame({"user_id": [0], "user_key": ["1"]}))
+    Warehouse(original / "warehouse.duckdb", Lake(original)).refresh_views()
+    copy = tmp_path / "b"
+    shutil.copytree(original, copy, symlinks=True)
+    Lake(copy).write("ml-1m", "users", pd.DataFrame({"user_id": [0, 1], "user_key": ["1", "2"]}))
+    warehouse = Warehouse(copy / "warehouse.duckdb", Lake(copy))
+    assert warehouse.missing_views() == ["users"]  # the copied view reads the original lake
+    assert cli_main(["--data-dir", str(copy), "--format", "csv", "SELECT count(*) AS n FROM users"]) == 0

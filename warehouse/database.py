@@ -153,9 +153,12 @@ class Warehouse:
         if not self.path.exists():
             return wanted
         with self.connect(read_only=True) as con:
-            views = {row[0] for row in con.execute(
-                "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-        return [t for t in wanted if t not in views]
+            views = dict(con.execute(
+                "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall())
+        # a view over another lake (the data directory was moved or copied) counts as missing
+        here = self.lake.root.as_posix() + "/"
+        return [t for t in wanted if t not in views
+                or ("read_parquet" in views[t] and here not in views[t])]
 
     def user_query(self, sql: str) -> pa.Table:
         """A user's query, in a sandbox: ``SELECT``/``EXPLAIN`` statements only, on a read-only
