@@ -73,13 +73,31 @@ class LakeResource(dg.ConfigurableResource):
         log = context.log.info if context.log is not None else None
         lock = self.root / "lake" / ".snapshots" / partition / ".run.lock"
         with exclusive_lock(lock, timeout_s=self.lock_timeout_s, holder=f"run {run.run_id}",
-                            on_wait=log):
+                            on_wait=log) as died_holding:
+            if died_holding:
+                _fail_dead_run(context, died_holding.removeprefix("run "), partition)
             yield self
 
     def cache_dir(self, *parts: str) -> Path:
         path = self.root.joinpath("cache", *parts)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def _fail_dead_run(context: dg.InitResourceContext, run_id: str, partition: str) -> None:
+    """A run that died holding this partition's run lock (``kill -9``, out of memory) stays
+    STARTED in Dagster for ever: no process is left to report its end, and the default run
+    launcher cannot check on it. Holding the lock now proves it is gone, so say so."""
+    instance = context.instance
+    dead = instance.get_run_by_id(run_id) if instance is not None else None
+    if dead is None or dead.is_finished or run_id == context.run.run_id:
+        return
+    instance.report_run_failed(dead, message=(
+        f"its process died while materializing partition {partition!r} (found by run "
+        f"{context.run.run_id}, which now holds the partition); the lake kept the last snapshot "
+        "published before it"))
+    if context.log is not None:
+        context.log.warning(f"run {run_id} had died holding {partition!r}: marked failed")
 
 
 class WarehouseResource(dg.ConfigurableResource):

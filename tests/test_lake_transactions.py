@@ -439,3 +439,46 @@ def test_non_numeric_ids_among_numeric_ones_are_said(tmp_path, data_dir):
     [meta] = [m.metadata for m in result.asset_materializations_for_node("source_files")
               if m.asset_key.to_user_string() == "interactions"]
     assert "1 of 31 user keys are not numbers ('l7')" in meta["ingest_warnings"].value
+
+
+def test_a_run_killed_mid_materialization_is_marked_failed_by_the_next_run(tmp_path, data_dir,
+                                                                           monkeypatch):
+    import json
+
+    import yaml
+
+    good = _write_tsv(tmp_path / "good.tsv", n_users=30)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(_tsv_config(good)))
+    lake = Lake(data_dir)
+    tx_lock = lake.snapshots_dir(DATASET) / ".lock"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "KG4REC_DATA_DIR": str(data_dir)}
+    with exclusive_lock(tx_lock, holder="the test"):  # the run will wait here, holding its run lock
+        victim = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "pipeline",
+             "-j", "ingest", "--tags", json.dumps({"dagster/partition": DATASET}), "-c", str(config)],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        run_lock = lake.snapshots_dir(DATASET) / ".run.lock"
+        deadline = time.monotonic() + 120
+        while not (run_lock.is_file() and run_lock.read_text().startswith("run ")):
+            assert time.monotonic() < deadline and victim.poll() is None, "the run never started"
+            time.sleep(0.2)
+        victim_run = run_lock.read_text().split()[1]  # "run <id> (pid <run worker>)"
+        time.sleep(0.5)
+        # the CLI and the run worker it started, at once (the OOM killer, a closed terminal):
+        # nobody is left to record the end of the run
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=60)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = dg.DagsterInstance.get()
+    assert instance.get_run_by_id(victim_run).status == dg.DagsterRunStatus.STARTED  # left for dead
+    result = defs.resolve_job_def("ingest").execute_in_process(
+        partition_key=DATASET, run_config=_tsv_config(good), instance=instance)
+    assert result.success
+    dead = instance.get_run_by_id(victim_run)
+    assert dead.status == dg.DagsterRunStatus.FAILURE
+    assert not list(lake.snapshots_dir(DATASET).glob(".staging-*"))

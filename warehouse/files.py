@@ -91,7 +91,7 @@ def atomic_write_json(target: str | Path, value: Any, **dump_options: Any) -> Pa
 
 @contextmanager
 def exclusive_lock(lock_path: Path, *, timeout_s: float | None = None, holder: str = "",
-                   on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+                   on_wait: Callable[[str], None] | None = None) -> Iterator[str | None]:
     """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the block.
 
     Serialises work on one cache entry, extraction directory or lake dataset across threads and
@@ -101,9 +101,12 @@ def exclusive_lock(lock_path: Path, *, timeout_s: float | None = None, holder: s
     the holder. ``holder`` (e.g. the Dagster run id) is written into the lock file while it is
     held, so the one waiting can say whom it waits for (``on_wait`` hears it once). The kernel
     drops the lock when its process dies, ``kill -9`` included: a lock never outlives its owner.
+
+    Yields the previous holder's name when that holder died holding the lock (its name is still
+    in the file, not marked released), else None: the caller may clean up after it.
     """
     if fcntl is None:  # pragma: no cover
-        yield
+        yield None
         return
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("a+") as fh:
@@ -112,21 +115,36 @@ def exclusive_lock(lock_path: Path, *, timeout_s: float | None = None, holder: s
         else:
             _wait_for_lock(fh, lock_path, timeout_s, on_wait)
         try:
+            died_holding = None
             if holder:
                 fh.seek(0)
-                fh.truncate()
-                fh.write(f"{holder} (pid {os.getpid()})\n")
-                fh.flush()
-            yield
+                previous = fh.read().strip()
+                if previous and not previous.startswith(_RELEASED):
+                    died_holding = previous.rsplit(" (pid ", 1)[0]
+                _record(fh, f"{holder} (pid {os.getpid()})")
+            yield died_holding
+            if holder:
+                _record(fh, f"{_RELEASED}{holder}")
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+_RELEASED = "released by "
+
+
+def _record(fh, text: str) -> None:
+    fh.seek(0)
+    fh.truncate()
+    fh.write(text + "\n")
+    fh.flush()
+
+
 def _lock_holder(lock_path: Path) -> str:
     try:
-        return lock_path.read_text(encoding="utf-8").strip() or "another process"
+        text = lock_path.read_text(encoding="utf-8").strip()
     except OSError:
-        return "another process"
+        text = ""
+    return text if text and not text.startswith(_RELEASED) else "another process"
 
 
 def _wait_for_lock(fh, lock_path: Path, timeout_s: float | None,
