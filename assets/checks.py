@@ -1,5 +1,16 @@
-"""Blocking asset checks for the ingest tables: bad data here would poison every later stage."""
+"""Blocking checks: each one is a function of a table reader, run twice.
 
+* **before publish** (the audit of write–audit–publish): the asset hands its checks to
+  ``LakeResource.publish``, which runs them on the staged tables (``LakeTransaction``); a
+  problem stops the publish, so bad data never replaces the last good snapshot;
+* **after publish**, as Dagster asset checks on the published snapshot: what the UI shows, and
+  what keeps downstream steps from running on a failure.
+
+A check function takes anything with ``read(table, columns)`` / ``read_pandas(table, columns)``
+(``warehouse.lake.Snapshot`` and ``LakeTransaction`` both do) and returns its problems.
+"""
+
+from collections.abc import Callable
 
 import dagster as dg
 from pydantic import Field
@@ -8,26 +19,49 @@ from assets.metadata import check_result
 from assets.resources import LakeResource
 from datasources.validate import check_id_table, check_pairs, check_split
 
+Check = Callable[[object], list[str]]
+
+
+def users_problems(tables) -> list[str]:
+    return check_id_table(tables.read_pandas("users"), "user_id", "user_key")
+
+
+def items_problems(tables) -> list[str]:
+    return check_id_table(tables.read_pandas("items"), "item_id", "item_key")
+
+
+def interactions_problems(tables) -> list[str]:
+    return check_pairs(tables.read_pandas("interactions", ["user_id", "item_id"]),
+                       tables.read("users", ["user_id"]).num_rows,
+                       tables.read("items", ["item_id"]).num_rows)
+
+
+#: The ingest tables' checks, by the name of their Dagster asset check.
+INGEST_AUDITS: dict[str, tuple[str, Check]] = {
+    "users_keys_unique": ("users", users_problems),
+    "items_keys_unique": ("items", items_problems),
+    "interactions_valid": ("interactions", interactions_problems),
+}
+
+
+def published(context: dg.AssetCheckExecutionContext, lake: LakeResource):
+    """The published snapshot of the check's partition."""
+    return lake.lake().snapshot(context.partition_key)
+
 
 @dg.asset_check(asset="users", blocking=True, description="user_id contiguous and unique; user_key unique; no nulls.")
 def users_keys_unique(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    frame = lake.lake().read_pandas(context.partition_key, "users")
-    return check_result(check_id_table(frame, "user_id", "user_key"), rows=len(frame))
+    return check_result(users_problems(published(context, lake)))
 
 
 @dg.asset_check(asset="items", blocking=True, description="item_id contiguous and unique; item_key unique; no nulls.")
 def items_keys_unique(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    frame = lake.lake().read_pandas(context.partition_key, "items")
-    return check_result(check_id_table(frame, "item_id", "item_key"), rows=len(frame))
+    return check_result(items_problems(published(context, lake)))
 
 
 @dg.asset_check(asset="interactions", blocking=True, description="No null ids, ids in range, (user, item) unique.")
 def interactions_valid(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    store, dataset = lake.lake(), context.partition_key
-    n_users = store.read(dataset, "users", ["user_id"]).num_rows
-    n_items = store.read(dataset, "items", ["item_id"]).num_rows
-    frame = store.read_pandas(dataset, "interactions", ["user_id", "item_id"])
-    return check_result(check_pairs(frame, n_users, n_items), rows=len(frame))
+    return check_result(interactions_problems(published(context, lake)))
 
 
 class SplitCheckConfig(dg.Config):
@@ -39,7 +73,7 @@ class SplitCheckConfig(dg.Config):
                 description="Leak-free (no pair in two parts) and within 1 point of 8:1:1 overall.")
 def split_leak_free_and_balanced(context: dg.AssetCheckExecutionContext, config: SplitCheckConfig,
                                  lake: LakeResource) -> dg.AssetCheckResult:
-    frame = lake.lake().read_pandas(context.partition_key, "split")
+    frame = published(context, lake).read_pandas("split")
     problems, shares = check_split(frame, config.ratios, config.tolerance)
     return check_result(problems, **{f"share_{k}": v for k, v in shares.items()})
 

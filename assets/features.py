@@ -13,6 +13,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from assets.checks import published
 from assets.metadata import check_result, markdown_table, stats_markdown, table_metadata
 from assets.partitions import Stage
 from assets.resources import EncoderResource, LakeResource, WarehouseResource
@@ -67,7 +68,8 @@ def clip_features(
     )
     previous = store.read(dataset, TABLE) if store.exists(dataset, TABLE) and not config.reencode else None
     result = encode_features(plan, image_encoder, text_encoder, previous, log=context.log.info)
-    path = lake.publish(context, {TABLE: result.table})[TABLE]
+    path = lake.publish(context, {TABLE: result.table},
+                        checks={"clip_features_valid": clip_features_problems})[TABLE]
     warehouse.ensure_views(context.log)
 
     stats = result.flat_stats()
@@ -91,15 +93,16 @@ def clip_features(
     )
 
 
+def clip_features_problems(tables) -> list[str]:
+    entity_ids = tables.read("entities", ["entity_id"])["entity_id"].to_numpy()
+    return validate_features(tables.read(TABLE), np.asarray(entity_ids))
+
+
 @dg.asset_check(asset=clip_features, blocking=True,
                 description="One row per (entity, modality); finite, non-zero, unit-length vectors of "
                 "the declared dim; every entity_id exists in entities.")
 def clip_features_valid(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    store, dataset = lake.lake(), context.partition_key
-    table = store.read(dataset, TABLE)
-    entity_ids = store.read(dataset, "entities", ["entity_id"])["entity_id"].to_numpy()
-    problems = validate_features(table, np.asarray(entity_ids))
-    return check_result(problems, rows=table.num_rows)
+    return check_result(clip_features_problems(published(context, lake)))
 
 
 FEATURES_ASSETS = [clip_features]

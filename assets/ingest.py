@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from assets.checks import INGEST_AUDITS
 from assets.metadata import stats_markdown, table_metadata
 from assets.partitions import Stage, datasets_validator
 from assets.resources import HttpResource, LakeResource, WarehouseResource
@@ -173,7 +174,9 @@ def dataset_tables(context: dg.AssetExecutionContext, config: IngestConfig, http
     assembled = load_dataset(resolved, key_space=key_space, keep_inactive=keep_inactive)
     tables = {"source_files": provenance, "users": assembled.users, "items": assembled.items,
               "interactions": assembled.interactions}
-    paths = lake.publish(context, {name: frame for name, frame in tables.items() if name in selected})
+    paths = lake.publish(context, {name: frame for name, frame in tables.items() if name in selected},
+                         checks={name: check for name, (table, check) in INGEST_AUDITS.items()
+                                 if table in selected})
     warehouse.ensure_views(context.log)
     yield from _ingest_results(dataset, selected, tables, paths, assembled.report, context.log)
 
@@ -251,8 +254,9 @@ def split(context: dg.AssetExecutionContext, config: SplitConfig, lake: LakeReso
             "split": pd.Categorical.from_codes(parts, categories=list(SPLIT_NAMES)).astype(str),
         }
     )
-    problems, _ = check_split(frame, config.ratios)  # the blocking check, before publish
-    path = lake.publish(context, {"split": frame}, checks={"split_leak_free_and_balanced": problems})["split"]
+    # the blocking check, before publish, with this split's own ratios
+    audit = {"split_leak_free_and_balanced": lambda tx: check_split(tx.read_pandas("split"), config.ratios)[0]}
+    path = lake.publish(context, {"split": frame}, checks=audit)["split"]
     warehouse.ensure_views(context.log)
     counts = frame["split"].value_counts().reindex(list(SPLIT_NAMES), fill_value=0)
     ratios = {f"share_{k}": float(v / max(len(frame), 1)) for k, v in counts.items()}

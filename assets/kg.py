@@ -15,6 +15,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from assets.checks import published
 from assets.config_schema import config_fields, to_settings
 from assets.metadata import check_result, stats_markdown, table_metadata
 from assets.partitions import Stage, datasets_validator
@@ -122,7 +123,9 @@ def knowledge_graph(context: dg.AssetExecutionContext, config: KGConfig, http: H
         "kg_stats": table1.drop(columns=["dataset"]),
     }
     selected = {key.to_user_string() for key in context.selected_asset_keys}
-    paths = lake.publish(context, {name: frame for name, frame in tables.items() if name in selected})
+    kg_tables = {"item_links", "entities", "relations", "kg_triples"}
+    paths = lake.publish(context, {name: frame for name, frame in tables.items() if name in selected},
+                         checks=KG_AUDITS if kg_tables & selected else None)
     warehouse.ensure_views(context.log)
 
     overall = result.stats["overall"]
@@ -154,27 +157,35 @@ def knowledge_graph(context: dg.AssetExecutionContext, config: KGConfig, http: H
 
 
 
+def kg_ids_problems(tables) -> list[str]:
+    from datasources.kg.build import KGResult
+
+    result = KGResult(*(tables.read_pandas(t) for t in ("item_links", "entities", "relations", "kg_triples")))
+    return validate_kg(result, tables.read("items", ["item_id"]).num_rows)
+
+
+def kg_interaction_problems(tables) -> list[str]:
+    return leaked_interactions(
+        tables.read_pandas("entities", ["entity_key"]),
+        tables.read_pandas("relations", ["relation_key"]),
+        tables.read_pandas("users", ["user_key"])["user_key"],
+    )
+
+
+#: Run on the staged tables before they are published (assets.checks) and as asset checks.
+KG_AUDITS = {"kg_ids_valid": kg_ids_problems, "kg_holds_no_interactions": kg_interaction_problems}
+
+
 @dg.asset_check(asset="kg_triples", blocking=True,
                 description="Every triple's ids exist in entities/relations; items-first ids; no duplicates or self-loops.")
 def kg_ids_valid(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    from datasources.kg.build import KGResult
-
-    store, dataset = lake.lake(), context.partition_key
-    result = KGResult(*(store.read_pandas(dataset, t) for t in ("item_links", "entities", "relations", "kg_triples")))
-    n_items = store.read(dataset, "items", ["item_id"]).num_rows
-    return check_result(validate_kg(result, n_items), n_items=n_items)
+    return check_result(kg_ids_problems(published(context, lake)))
 
 
 @dg.asset_check(asset="kg_triples", blocking=True,
                 description="No user–item interaction (so no valid/test pair) is encoded in the KG.")
 def kg_holds_no_interactions(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    store, dataset = lake.lake(), context.partition_key
-    problems = leaked_interactions(
-        store.read_pandas(dataset, "entities", ["entity_key"]),
-        store.read_pandas(dataset, "relations", ["relation_key"]),
-        store.read_pandas(dataset, "users", ["user_key"])["user_key"],
-    )
-    return check_result(problems)
+    return check_result(kg_interaction_problems(published(context, lake)))
 
 
 KG_CHECKS = [kg_ids_valid, kg_holds_no_interactions]

@@ -11,6 +11,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
+from assets.checks import published
 from assets.figures import length_histogram
 from assets.metadata import check_result, png_markdown, stats_markdown, table_metadata
 from assets.partitions import Stage
@@ -64,7 +65,9 @@ def neighbor_sequences(context: dg.AssetExecutionContext, config: NeighborsConfi
         sequences = bfs_neighbor_sequences(graph, n=config.sequence_length, max_hops=config.max_hops,
                                            tie_break=config.tie_break, seed=config.seed)
         written["neighbor_sequences"] = table = sequences.to_table()
-    paths = lake.publish(context, written)  # both tables in one snapshot
+    both = {"collaborative_kg", "neighbor_sequences"} <= set(written) or None
+    paths = lake.publish(context, written,  # both tables in one snapshot
+                         checks=both and {"sequences_well_formed": sequences_problems})
     warehouse.ensure_views(context.log)
     if "collaborative_kg" in selected:
         yield dg.MaterializeResult(
@@ -95,13 +98,9 @@ def neighbor_sequences(context: dg.AssetExecutionContext, config: NeighborsConfi
     )
 
 
-@dg.asset_check(asset="neighbor_sequences", blocking=True,
-                description="Every item has a sequence starting with itself at hop 0; hops never decrease; "
-                "no user–item edge outside the train split.")
-def sequences_well_formed(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    store, dataset = lake.lake(), context.partition_key
-    seqs = store.read_pandas(dataset, "neighbor_sequences").sort_values(["item_id", "pos"])
-    n_items = store.read(dataset, "items", ["item_id"]).num_rows
+def sequences_problems(tables) -> list[str]:
+    seqs = tables.read_pandas("neighbor_sequences").sort_values(["item_id", "pos"])
+    n_items = tables.read("items", ["item_id"]).num_rows
     problems = []
     first = seqs[seqs["pos"] == 0]
     if len(first) != n_items or not (first["node_id"].to_numpy() == first["item_id"].to_numpy()).all():
@@ -110,17 +109,24 @@ def sequences_well_formed(context: dg.AssetCheckExecutionContext, lake: LakeReso
     if (np.diff(seqs["hop"].to_numpy())[same_item] < 0).any():
         problems.append("hops decrease inside a sequence")
     # Leak guard: every user–item edge of the graph must be a train pair.
-    edges = store.read_pandas(dataset, "collaborative_kg")
+    edges = tables.read_pandas("collaborative_kg")
     interactions = edges[edges["relation"] == "interact"]
-    split = store.read_pandas(dataset, "split")
-    n_entities = store.read(dataset, "entities", ["entity_id"]).num_rows
+    split = tables.read_pandas("split")
+    n_entities = tables.read("entities", ["entity_id"]).num_rows
     train = set(zip(split.loc[split["split"] == "train", "user_id"], split.loc[split["split"] == "train", "item_id"], strict=True))
     item_side = np.minimum(interactions["src"].to_numpy(), interactions["dst"].to_numpy())
     user_side = np.maximum(interactions["src"].to_numpy(), interactions["dst"].to_numpy()) - n_entities
     outside = sum((u, i) not in train for u, i in zip(user_side.tolist(), item_side.tolist(), strict=True))
     if outside:
         problems.append(f"{outside} user–item edges are not train pairs (valid/test leak)")
-    return check_result(problems, items=n_items, interaction_edges=len(interactions))
+    return problems
+
+
+@dg.asset_check(asset="neighbor_sequences", blocking=True,
+                description="Every item has a sequence starting with itself at hop 0; hops never decrease; "
+                "no user–item edge outside the train split.")
+def sequences_well_formed(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    return check_result(sequences_problems(published(context, lake)))
 
 
 NEIGHBOR_CHECKS = [sequences_well_formed]

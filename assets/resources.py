@@ -48,16 +48,17 @@ class LakeResource(dg.ConfigurableResource):
                     lock_timeout_s=self.lock_timeout_s, log=log)
 
     def publish(self, context: dg.AssetExecutionContext, tables: Mapping[str, object],
-                checks: Mapping[str, list[str]] | None = None) -> dict[str, Path]:
+                checks: Mapping[str, Callable[[object], list[str]]] | None = None) -> dict[str, Path]:
         """Write ``tables`` to the run's dataset partition in one lake transaction: audited
-        (plus the asset's own ``checks``: name → problems) and published together, or not at
-        all. Returns each table's published path."""
+        — the lake's guards plus the asset's blocking ``checks`` (name → function of the staged
+        tables, see ``assets.checks``) — and published together, or not at all. Returns each
+        table's published path."""
         store = self.lake(context.log.info)
         with store.transaction(context.partition_key, note=f"run {context.run.run_id}: "
                                f"{', '.join(tables)}", holder=f"run {context.run.run_id}") as tx:
             paths = {name: tx.write(name, frame) for name, frame in tables.items()}
-            for name, problems in (checks or {}).items():
-                tx.check(name, problems)
+            for name, check in (checks or {}).items():
+                tx.check(name, check(tx))
         return paths
 
     @contextmanager

@@ -22,6 +22,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from assets.resources import LakeResource
 from pipeline.definitions import defs
 from warehouse import Lake, Warehouse
 from warehouse.files import exclusive_lock
@@ -482,3 +483,29 @@ def test_a_run_killed_mid_materialization_is_marked_failed_by_the_next_run(tmp_p
     dead = instance.get_run_by_id(victim_run)
     assert dead.status == dg.DagsterRunStatus.FAILURE
     assert not list(lake.snapshots_dir(DATASET).glob(".staging-*"))
+
+
+def test_an_assets_blocking_check_runs_on_the_staged_tables_before_they_are_published(tmp_path):
+    from assets.checks import users_problems
+    from assets.partitions import dataset_partitions
+    from datasources.validate import check_split
+
+    lake = Lake(tmp_path)
+    _publish_dataset(lake, n_users=4)
+    seen = []
+
+    @dg.asset(partitions_def=dataset_partitions)
+    def users(context, lake: LakeResource) -> None:
+        twice = _users(4).assign(user_key=["a", "a", "b", "c"])  # a duplicated source key
+        lake.publish(context, {"users": twice},
+                     checks={"users_keys_unique": lambda tx: seen.append(tx) or users_problems(tx)})
+
+    result = dg.materialize([users], partition_key=DATASET, raise_on_error=False,
+                            resources={"lake": LakeResource(data_dir=str(tmp_path))})
+    assert not result.success
+    assert "users_keys_unique" in str(result.failure_data_for_node("users").error.cause)
+    assert seen and seen[0].path("users").parent.name.startswith(".staging-")  # the staged copy
+    assert lake.read_pandas(DATASET, "users")["user_key"].tolist() == ["u0", "u1", "u2", "u3"]
+    # and an empty split is never "within tolerance"
+    assert check_split(pd.DataFrame({"user_id": [], "item_id": [], "split": []}), [0.8, 0.1, 0.1])[0] == [
+        "the split is empty: no positive interaction to split"]

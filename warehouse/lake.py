@@ -136,6 +136,9 @@ class LakeTransaction:
             raise FileNotFoundError(f"{self.dataset}: no table {table!r} staged or published")
         return pq.read_table(path, columns=columns)
 
+    def read_pandas(self, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+        return self.read(table, columns).to_pandas()
+
     def check(self, name: str, problems: list[str]) -> None:
         """Add an asset's own blocking check of the staged data; problems stop the publish."""
         self.check_failures.extend(f"{name}: {problem}" for problem in problems)
