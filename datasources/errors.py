@@ -23,6 +23,18 @@ class DownloadError(RuntimeError):
     """A source could not be fetched (after retries) or failed verification."""
 
 
+class UpstreamUnreachableError(DownloadError):
+    """The host of a source could not be reached at all (no network, DNS, refused): one line
+    that says so and how to run without it, instead of a retry traceback."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        super().__init__(
+            f"cannot reach {url} ({reason}). Without a network run offline "
+            "(make run CONFIG=configs/offline.yaml, the data in ../shared/data) or point the "
+            "upstream at a mirror (KG4REC_MIRROR, README: 'Offline data, mirrors and firewalls').")
+
+
 class ChecksumMismatchError(DownloadError):
     """The downloaded bytes do not match the published checksum."""
 

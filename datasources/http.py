@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from urllib3.util import Retry
 
 from datasources.checksums import first_mismatch, parse_md5_text
-from datasources.errors import ChecksumMismatchError, DownloadError
+from datasources.errors import ChecksumMismatchError, DownloadError, UpstreamUnreachableError
 from datasources.lifecycle import ClosesOnExit
 from datasources.urls import (
     WILDCARD,
@@ -420,6 +420,8 @@ class HttpClient(ClosesOnExit):
                 response = self._session.get(
                     source, headers=headers, stream=True, timeout=self._timeout
                 )
+            except requests.ConnectionError as exc:
+                raise UpstreamUnreachableError(shown, describe(exc, source)) from None
             except requests.RequestException as exc:
                 raise DownloadError(f"GET {shown} failed: {describe(exc, source)}") from None
 

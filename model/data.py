@@ -279,7 +279,8 @@ def build_data(
     features = feature_tensors(tables.get("clip_features"), n_entities)
     for name in MODALITIES:
         if name not in features:
-            notes.append(f"modality {name!r} absent for the whole dataset: masked")
+            notes.append(f"modality {name!r} absent for the whole dataset: its graph is dropped "
+                         "and its keys are masked")
 
     train = part == "train"
     # the neighbours stage is the one place BFS sequences are computed; a fusion model says so

@@ -85,7 +85,8 @@ class MultiKG4Rec(TransRLossMixin, Recommender):
         """The variant's modalities that the data has; each missing one is noted."""
         available = tuple(m for m in wanted if m in data.features)
         for m in wanted:
-            if m not in data.features:
+            if m not in data.features and not any(f"modality {m!r}" in n for n in data.notes):
+                # the data already says it when the whole dataset lacks it: say it once
                 self.notes.append(f"{variant}: modality {m!r} absent from the data: its "
                                   "graph is dropped and its keys are masked")
         if wanted and not available:

@@ -529,3 +529,16 @@ def test_compressed_response_is_stored_decoded(server, make_client):
     client = make_client()
     assert client.fetch(server.url("/data.json"), md5=PAYLOAD_MD5).read_bytes() == PAYLOAD
     assert server.requests[0].header("Accept-Encoding") == "identity"
+
+
+def test_an_unreachable_upstream_says_so_in_one_line_with_the_way_out(make_client):
+    from datasources.errors import UpstreamUnreachableError
+
+    with socket.socket() as probe:  # a port nobody listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(UpstreamUnreachableError) as caught:
+        make_client(retries=1).fetch(f"http://127.0.0.1:{port}/ml-1m.zip")
+    message = str(caught.value)
+    assert "\n" not in message and f"cannot reach http://127.0.0.1:{port}/ml-1m.zip" in message
+    assert "CONFIG=configs/offline.yaml" in message and "KG4REC_MIRROR" in message
