@@ -65,8 +65,13 @@ def interactions_valid(context: dg.AssetCheckExecutionContext, lake: LakeResourc
 
 
 class SplitCheckConfig(dg.Config):
+    """Run config key ``split_split_leak_free_and_balanced``: what the split must look like.
+    The shares are compared with what ``size_rule`` gives the users' pair counts (users with
+    one or two positives cannot be split 8:1:1), within ``tolerance``."""
+
     ratios: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1])
-    tolerance: float = 0.01
+    tolerance: float = Field(default=0.01, description="Allowed share deviation (0.01 = 1 point).")
+    size_rule: str = Field(default="unbiased", description="The split's size_rule (SplitConfig).")
 
 
 @dg.asset_check(asset="split", blocking=True,
@@ -74,7 +79,7 @@ class SplitCheckConfig(dg.Config):
 def split_leak_free_and_balanced(context: dg.AssetCheckExecutionContext, config: SplitCheckConfig,
                                  lake: LakeResource) -> dg.AssetCheckResult:
     frame = published(context, lake).read_pandas("split")
-    problems, shares = check_split(frame, config.ratios, config.tolerance)
+    problems, shares = check_split(frame, config.ratios, config.tolerance, config.size_rule)
     return check_result(problems, **{f"share_{k}": v for k, v in shares.items()})
 
 

@@ -255,7 +255,8 @@ def split(context: dg.AssetExecutionContext, config: SplitConfig, lake: LakeReso
         }
     )
     # the blocking check, before publish, with this split's own ratios
-    audit = {"split_leak_free_and_balanced": lambda tx: check_split(tx.read_pandas("split"), config.ratios)[0]}
+    audit = {"split_leak_free_and_balanced": lambda tx: check_split(
+        tx.read_pandas("split"), config.ratios, size_rule=config.size_rule)[0]}
     path = lake.publish(context, {"split": frame}, checks=audit)["split"]
     warehouse.ensure_views(context.log)
     counts = frame["split"].value_counts().reindex(list(SPLIT_NAMES), fill_value=0)

@@ -22,6 +22,7 @@ How many pairs each part of a user gets (``size_rule``):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -84,6 +85,37 @@ def part_sizes(
         sizes[bump, part] += 1
         sizes[bump, 0] -= 1
     return sizes
+
+
+def expected_shares(counts: np.ndarray, ratios: Sequence[float] = (0.8, 0.1, 0.1),
+                    rule: str = "unbiased") -> np.ndarray:
+    """The dataset-wide share of each part that the rule gives these per-user pair counts.
+
+    Not the ratios themselves: a user with one positive keeps it in train, one with two gets a
+    held-out pair only sometimes, so on a dataset of small users the train share is above 0.8
+    by design. Exact: under the unbiased rule each held-out part rounds ``r n`` up with
+    probability ``frac(r n)``, so the expectation is a sum over the 2^(parts-1) ways the parts
+    can round (each with its probability), per distinct count; the recbole rule is fixed.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.sum() == 0:
+        return np.zeros(len(ratios))
+    values, users = np.unique(counts, return_counts=True)
+    weights = np.asarray(ratios, dtype=np.float64) / np.sum(ratios)
+    if rule != "unbiased":
+        mean_sizes = part_sizes(values, ratios, rule).astype(np.float64)
+    else:
+        frac = values[:, None] * weights[None, 1:]
+        frac = frac - np.floor(frac)
+        mean_sizes = np.zeros((len(values), len(weights)))
+        for ups in itertools.product((False, True), repeat=len(weights) - 1):
+            up = np.array(ups)
+            uniforms = np.zeros((len(values), len(weights)))
+            uniforms[:, 1:] = np.where(up, 1 - 1e-12, 0.0)  # rounds up exactly when frac > 0
+            probability = np.where(up, frac, 1 - frac).prod(axis=1)
+            mean_sizes += probability[:, None] * part_sizes(values, ratios, rule, uniforms)
+    totals = (mean_sizes * users[:, None]).sum(axis=0)
+    return totals / totals.sum()
 
 
 def split_interactions(

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from datasources.split import expected_shares
+
 
 def check_id_table(frame: pd.DataFrame, id_col: str, key_col: str) -> list[str]:
     """Ids contiguous from 0 and unique, keys unique, neither null."""
@@ -44,8 +46,11 @@ def check_pairs(frame: pd.DataFrame, n_users: int, n_items: int) -> list[str]:
     return problems
 
 
-def check_split(split: pd.DataFrame, ratios: Sequence[float], tolerance: float = 0.01) -> tuple[list[str], dict[str, float]]:
-    """No pair in two parts, and overall shares within ``tolerance`` of ``ratios``.
+def check_split(split: pd.DataFrame, ratios: Sequence[float], tolerance: float = 0.01,
+                size_rule: str = "unbiased") -> tuple[list[str], dict[str, float]]:
+    """No pair in two parts, and overall shares within ``tolerance`` of what the split's size
+    rule gives these users (:func:`datasources.split.expected_shares`: ``ratios`` for large
+    users, more train for users with one or two positives, who cannot be split 8:1:1).
 
     On tiny datasets a random split cannot hit 8:1:1 to one point, so the allowed deviation is
     never below three binomial standard deviations, ``3 * sqrt(r (1 - r) / n)`` (at ML-100K size,
@@ -64,10 +69,11 @@ def check_split(split: pd.DataFrame, ratios: Sequence[float], tolerance: float =
         # a cold-item split (strategy cold_items): the held-out items have no train pair, so
         # the pair shares follow the cold items' popularity, not the ratios
         return problems, {k: float(v) for k, v in shares.items()} | {"cold_items": 1.0}
-    target = np.asarray(ratios, dtype=float) / np.sum(ratios)
+    target = expected_shares(split.groupby("user_id").size().to_numpy(), ratios, size_rule)
     for name, want in zip(("train", "valid", "test"), target, strict=False):
         got = float(shares.get(name, 0.0))
         allowed = max(tolerance, 3 * float(np.sqrt(want * (1 - want) / max(len(split), 1))))
         if abs(got - want) > allowed:
-            problems.append(f"{name} share {got:.4f} is more than {allowed:.2%} from {want:.2f}")
+            problems.append(f"{name} share {got:.4f} is more than {allowed:.2%} from {want:.4f}, "
+                            f"the share the {size_rule!r} rule gives these users")
     return problems, {k: float(v) for k, v in shares.items()}

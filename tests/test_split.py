@@ -116,3 +116,27 @@ def test_the_split_check_knows_a_cold_item_split_from_a_leak():
     leaked = pd.concat([frame, frame[frame["split"] == "test"].head(1).assign(split="train")])
     problems, _ = check_split(leaked, (0.8, 0.1, 0.1))
     assert any("leak" in p for p in problems)
+
+
+def test_the_split_check_expects_what_the_rule_gives_small_users():
+    import pandas as pd
+
+    from datasources.split import expected_shares
+    from datasources.validate import check_split
+
+    # most users have one or two positives: they cannot be split 8:1:1, train gets more
+    counts = np.array([1] * 3000 + [2] * 2000 + [10] * 500)
+    users = np.repeat(np.arange(len(counts)), counts)
+    items = np.concatenate([np.arange(c) for c in counts])
+    parts = split_interactions(users, items)
+    frame = pd.DataFrame({"user_id": users, "item_id": items,
+                          "split": np.array(["train", "valid", "test"])[parts]})
+    expected = expected_shares(counts)
+    assert expected[0] > 0.85  # far from 0.8: the one-point check used to refuse this dataset
+    assert abs((parts == 0).mean() - expected[0]) < 0.005
+    assert check_split(frame, [0.8, 0.1, 0.1])[0] == []
+    # a split that really is off still fails, with the numbers
+    frame.loc[frame.index[:1500], "split"] = "test"
+    problems = check_split(frame, [0.8, 0.1, 0.1])[0]
+    assert any(p.startswith("train share") and "the 'unbiased' rule gives these users" in p
+               for p in problems)
