@@ -3,7 +3,7 @@
 A :class:`KGSource` names a *kind* (which reader), the file locations it needs (URLs, ``file://``
 or local paths, ``<zip>!/<member>`` for archive members — resolved by the same download layer as
 the ingest stage) and a label used in the Table-1 statistics. :data:`DEFAULT_KG_SOURCES` lists the
-real upstream files for each dataset partition; a run config can replace the list (that is how
+real upstream files for each dataset partition (its dataset file's ``kg.sources``); a run config can replace the list (that is how
 ``configs/offline.yaml`` points at ``../shared/data``).
 
 Kinds:
@@ -26,6 +26,7 @@ Kinds:
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,6 @@ import pandas as pd
 
 from datasources.kg import attributes, readers
 from datasources.kg.readers import Triples
-from datasources.registry import KGAT_RAW
 
 RECBOLE_EXAMPLE = "https://raw.githubusercontent.com/RUCAIBox/RecBole/master/recbole/dataset_example/ml-100k"
 KB4REC = "https://raw.githubusercontent.com/RUCDM/KB4Rec/master/Linkage"
@@ -123,30 +123,23 @@ def load_kg_sources(
     return inputs
 
 
-DEFAULT_KG_SOURCES: Mapping[str, tuple[KGSource, ...]] = {
-    # RecBole's ml-100k KG: KB4Rec-linked Freebase triples (91,631) and item links.
-    "ml-100k": (
-        KGSource("recbole_link", "links.recbole", (f"{RECBOLE_EXAMPLE}/ml-100k.link",)),
-        KGSource("freebase", "triples.recbole", (f"{RECBOLE_EXAMPLE}/ml-100k.kg",)),
-        KGSource("movielens", "meta.movielens"),
-    ),
-    # KB4Rec Freebase links, the MKR Satori KG, MovieLens genres/years, Freebase names/types.
-    # (The KB4Rec Freebase subgraph itself is not published as a file: rebuild it from Wikidata
-    # by Freebase id with `wikidata: true`, see the README.)
-    "ml-1m": (
-        KGSource("kb4rec", "links.kb4rec", (f"{KB4REC}/ml2fb.txt",)),
-        KGSource("satori", "links.item_index2entity_id", (f"{MKR_MOVIE}/item_index2entity_id.txt",)),
-        KGSource("satori", "triples.mkr", (f"{MKR_MOVIE}/kg.txt",)),
-        KGSource("movielens", "meta.movielens"),
-        KGSource("freebase_names", "names.freebase", (f"{REXREX9_FBKG}/e_names_fb.tsv",)),
-        KGSource("freebase_types", "types.freebase", (f"{REXREX9_FBKG}/e_types_fb.tsv",)),
-    ),
-    # The KGAT release: item MIDs and kg_final (Freebase, 39 relations), plus KB4Rec links.
-    "amazon-book": (
-        KGSource("kgat_items", "links.kgat_item_list", (f"{KGAT_RAW}/item_list.txt",)),
-        KGSource("kb4rec", "links.kb4rec", (f"{KB4REC}/ab2fb.txt",)),
-        KGSource("kgat", "triples.kgat", (
-            f"{KGAT_RAW}/kg_final.txt.zip!/kg_final.txt", f"{KGAT_RAW}/entity_list.txt", f"{KGAT_RAW}/relation_list.txt",
-        )),
-    ),
-}
+def _declared_sources() -> dict[str, tuple[KGSource, ...]]:
+    """Each dataset file's ``kg.sources``, with their kinds checked here (where they are known)."""
+    from datasources.dataset_files import DatasetFileError
+    from datasources.registry import DECLARATIONS
+
+    out = {}
+    for name, declaration in DECLARATIONS.items():
+        for i, source in enumerate(declaration.kg_sources):
+            if source.kind not in _LOADERS:
+                close = difflib.get_close_matches(source.kind, KG_SOURCE_KINDS, n=1, cutoff=0.6)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise DatasetFileError(declaration.path, f"kg.sources[{i}].kind",
+                                       f"unknown KG source kind {source.kind!r}{hint}; known: "
+                                       f"{', '.join(KG_SOURCE_KINDS)}")
+        out[name] = tuple(KGSource(s.name, s.kind, s.locations) for s in declaration.kg_sources)
+    return out
+
+
+#: The real upstream files each dataset merges by default (its file's ``kg.sources``).
+DEFAULT_KG_SOURCES: Mapping[str, tuple[KGSource, ...]] = _declared_sources()

@@ -22,15 +22,32 @@ class DatasetDefaults:
 
 MOVIE_POSTERS = ("omdb_file", "poster_list", "omdb_api", "tmdb_api", "wikipedia")
 MOVIE_TEXT = ("omdb_file", "omdb_api", "tmdb_api", "wikipedia", "title_genres")
-#: Chains per dataset partition when the run config names none; unknown datasets get movies'.
-DATASET_DEFAULTS: Mapping[str, DatasetDefaults] = {
-    "ml-1m": DatasetDefaults(MOVIE_POSTERS, MOVIE_TEXT),
-    # ML-100K ids are not MovieLens-20M ids: its items meet the ML side files by title + year.
-    "ml-100k": DatasetDefaults(MOVIE_POSTERS, MOVIE_TEXT, match_by="title_year"),
-    "amazon-book": DatasetDefaults(
-        ("openlibrary", "wikipedia"), ("openlibrary", "wikipedia", "title_genres"), kind="book"
-    ),
-}
+BOOK_POSTERS = ("openlibrary", "wikipedia")
+BOOK_TEXT = ("openlibrary", "wikipedia", "title_genres")
+
+
+def _declared_defaults() -> dict[str, DatasetDefaults]:
+    """Each dataset file's ``media`` section; chains it leaves out follow its ``kind``."""
+    from datasources.dataset_files import DatasetFileError
+    from datasources.registry import DECLARATIONS
+
+    out = {}
+    for name, declaration in DECLARATIONS.items():
+        media = declaration.media
+        posters = media.poster_sources or (BOOK_POSTERS if media.kind == "book" else MOVIE_POSTERS)
+        texts = media.description_sources or (BOOK_TEXT if media.kind == "book" else MOVIE_TEXT)
+        for field_name, chain, known in (("poster_sources", posters, POSTER_SOURCES),
+                                         ("description_sources", texts, DESCRIPTION_SOURCES)):
+            unknown = [s for s in chain if s not in known]
+            if unknown:
+                raise DatasetFileError(declaration.path, f"media.{field_name}",
+                                       f"unknown source(s) {unknown}; known: {', '.join(known)}")
+        out[name] = DatasetDefaults(tuple(posters), tuple(texts), media.kind, media.match_by)
+    return out
+
+
+#: Chains per dataset partition when the run config names none (the dataset files' ``media``).
+DATASET_DEFAULTS: Mapping[str, DatasetDefaults] = _declared_defaults()
 GENERIC_DEFAULTS = DatasetDefaults(MOVIE_POSTERS, MOVIE_TEXT)
 
 
