@@ -17,7 +17,7 @@ from pydantic import Field
 
 from assets.checks import INGEST_AUDITS
 from assets.metadata import stats_markdown, table_metadata
-from assets.partitions import Stage, datasets_validator
+from assets.partitions import Stage, dataset_section, datasets_validator
 from assets.resources import HttpResource, LakeResource, WarehouseResource
 from datasources.assemble import dataset_statistics
 from datasources.fetch import ResolvedTable, load_dataset, resolve_variant
@@ -161,7 +161,7 @@ def dataset_tables(context: dg.AssetExecutionContext, config: IngestConfig, http
     store = lake.lake(context.log.info)
     selected = {key.to_user_string() for key in context.selected_asset_keys}
     if "source_files" in selected:
-        dataset_config = config.datasets.get(dataset, DatasetSourceConfig())
+        dataset_config = dataset_section(config.datasets, dataset, DatasetSourceConfig())
         variant = configured_variant(dataset, dataset_config)
         context.log.info(f"{dataset}: source variant {variant.name!r}")
         with http.client() as client:

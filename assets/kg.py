@@ -18,7 +18,7 @@ from pydantic import Field
 from assets.checks import published
 from assets.config_schema import config_fields, to_settings
 from assets.metadata import check_result, stats_markdown, table_metadata
-from assets.partitions import Stage, datasets_validator
+from assets.partitions import Stage, dataset_section, datasets_validator
 from assets.resources import HttpResource, LakeResource, WarehouseResource
 from datasources.fetch import resolve_location
 from datasources.kg.build import KGBuildOptions, build_kg, validate_kg
@@ -26,6 +26,8 @@ from datasources.kg.sources import DEFAULT_KG_SOURCES, KGSource, load_kg_sources
 
 STAGE = Stage(group="kg", owners=("team:data",))
 KG_TABLES = ("item_links", "entities", "relations", "kg_triples", "kg_stats")
+#: The tables of one KG build whose ids refer to each other (kg_stats only summarises them).
+BUILD_TABLES = frozenset(KG_TABLES[:4])
 
 
 class KGSourceConfig(dg.Config):
@@ -88,14 +90,13 @@ def leaked_interactions(entities: pd.DataFrame, relations: pd.DataFrame, user_ke
         STAGE.spec("kg_triples", deps=["items"], kinds={"parquet"}, description="Deduplicated (head_id, relation_id, tail_id) triples over entity ids, with their source."),
         STAGE.spec("kg_stats", deps=["items"], kinds={"parquet"}, description="The paper's Table 1 for the KG: #entities, #relations, #triplets, share of items linked — overall and per source."),
     ],
-    # any subset: the KG is built once, only the selected tables are written (every table is a
-    # deterministic function of the items and the config; kg_ids_valid checks ids across them)
+    # any subset: the KG is built once; kg_stats alone, or the four KG tables together (see below)
     can_subset=True,
 )
 def knowledge_graph(context: dg.AssetExecutionContext, config: KGConfig, http: HttpResource,
                     lake: LakeResource, warehouse: WarehouseResource):
     dataset = context.partition_key
-    settings = config.datasets.get(dataset, KGDatasetConfig())
+    settings = dataset_section(config.datasets, dataset, KGDatasetConfig())
     sources = _configured_sources(dataset, settings)
     store = lake.lake()
     items = store.read_pandas(dataset, "items")
@@ -123,9 +124,16 @@ def knowledge_graph(context: dg.AssetExecutionContext, config: KGConfig, http: H
         "kg_stats": table1.drop(columns=["dataset"]),
     }
     selected = {key.to_user_string() for key in context.selected_asset_keys}
-    kg_tables = {"item_links", "entities", "relations", "kg_triples"}
-    paths = lake.publish(context, {name: frame for name, frame in tables.items() if name in selected},
-                         checks=KG_AUDITS if kg_tables & selected else None)
+    # The four KG tables are one build whose ids refer to each other, and the blocking audits
+    # read them together: publishing part of them would pair new ids with an older build (or,
+    # on a fresh lake, leave the audit nothing to read). So a selection that names any of them
+    # publishes all four; only the selected ones are reported to Dagster.
+    written = selected | BUILD_TABLES if BUILD_TABLES & selected else selected
+    if written != selected:
+        context.log.info(f"{dataset}: also publishing {', '.join(sorted(written - selected))} "
+                         "with the selected KG tables (one build, audited together)")
+    paths = lake.publish(context, {name: frame for name, frame in tables.items() if name in written},
+                         checks=KG_AUDITS if BUILD_TABLES & selected else None)
     warehouse.ensure_views(context.log)
 
     overall = result.stats["overall"]

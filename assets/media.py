@@ -22,7 +22,7 @@ from pydantic import Field
 
 from assets.config_schema import config_fields, to_settings
 from assets.metadata import check_result, stats_markdown, table_metadata
-from assets.partitions import Stage, datasets_validator
+from assets.partitions import Stage, dataset_section, datasets_validator
 from assets.resources import HttpResource, LakeResource, WarehouseResource
 from datasources.http import HttpClient
 from datasources.media import (
@@ -105,7 +105,7 @@ class MediaConfig(config_fields(MediaSettings, dg.Config,
     )
 
     def dataset(self, dataset: str) -> MediaDatasetConfig:
-        return self.datasets.get(dataset, MediaDatasetConfig())
+        return dataset_section(self.datasets, dataset, MediaDatasetConfig())
 
     def settings_for(self, dataset: str, environ: Mapping[str, str] | None = None) -> MediaSettings:
         env = os.environ if environ is None else environ

@@ -41,7 +41,7 @@ class NeighborsConfig(dg.Config):
         STAGE.spec("collaborative_kg", deps=["split", "entities", "kg_triples", "users"], kinds={"parquet"}, description="The collaborative KG as an undirected edge table: user–item TRAIN pairs + KG triples."),
         STAGE.spec("neighbor_sequences", deps=["split", "entities", "kg_triples", "users"], kinds={"parquet"}, description="Per item, its BFS neighbour sequence: pos, node_id, node_type (item/user/entity), hop."),
     ],
-    can_subset=True,  # either table alone (both need the graph; each is written only if selected)
+    can_subset=True,  # the graph alone, or the sequences (always published with their graph)
 )
 def neighbor_sequences(context: dg.AssetExecutionContext, config: NeighborsConfig, lake: LakeResource,
                        warehouse: WarehouseResource):
@@ -58,16 +58,18 @@ def neighbor_sequences(context: dg.AssetExecutionContext, config: NeighborsConfi
     train = tables["split"][tables["split"]["split"] == "train"]
     triples = tables["kg_triples"]
     selected = {key.to_user_string() for key in context.selected_asset_keys}
-    written = {}
-    if "collaborative_kg" in selected:
-        written["collaborative_kg"] = edges = graph.to_edge_table()
+    # The sequences are published with the graph they were walked on, in one snapshot: their
+    # leak audit reads that graph, and sequences beside an older graph would not match it.
+    written = {"collaborative_kg": (edges := graph.to_edge_table())}
+    checks = None
     if "neighbor_sequences" in selected:
         sequences = bfs_neighbor_sequences(graph, n=config.sequence_length, max_hops=config.max_hops,
                                            tie_break=config.tie_break, seed=config.seed)
         written["neighbor_sequences"] = table = sequences.to_table()
-    both = {"collaborative_kg", "neighbor_sequences"} <= set(written) or None
-    paths = lake.publish(context, written,  # both tables in one snapshot
-                         checks=both and {"sequences_well_formed": sequences_problems})
+        checks = {"sequences_well_formed": sequences_problems}
+        if "collaborative_kg" not in selected:
+            context.log.info(f"{dataset}: also publishing collaborative_kg, the graph the sequences were walked on")
+    paths = lake.publish(context, written, checks=checks)
     warehouse.ensure_views(context.log)
     if "collaborative_kg" in selected:
         yield dg.MaterializeResult(

@@ -28,6 +28,22 @@ def _known_dataset_keys(cls, datasets: dict) -> dict:
     return datasets
 
 
+def dataset_section(datasets: dict, partition: str, default):
+    """The run config's section for this run's partition.
+
+    A ``datasets`` mapping that names other partitions but not this one is an error, not a
+    fallback to the defaults: ``datasets: {mydata: ...}`` with a run for ``ml-100k`` would
+    otherwise quietly ingest ml-100k from its online source."""
+    if partition in datasets:
+        return datasets[partition]
+    if datasets:
+        raise ValueError(f"this run is for partition {partition!r}, but the run config's "
+                         f"datasets section only has {', '.join(sorted(datasets))}: add a "
+                         f"{partition!r} entry (an empty one keeps the defaults) or run the "
+                         "partition the config is for")
+    return default
+
+
 def datasets_validator():
     """The validator a stage config with a ``datasets`` field declares (one line per config)."""
     return field_validator("datasets")(_known_dataset_keys)

@@ -66,9 +66,10 @@ def test_jobs_run_their_steps_in_process_unless_the_run_config_says_otherwise():
             "config": {"in_process": {}}}
 
 
-def test_one_table_of_a_multi_asset_materializes_alone(tmp_path):
-    """`--select neighbor_sequences`: the sequences are written, the edge table is not."""
-    from assets.neighbors import neighbor_sequences
+def test_the_sequences_alone_are_published_with_their_graph_and_audited(tmp_path):
+    """`--select neighbor_sequences`: Dagster materializes the sequences only, but the lake gets
+    the graph they were walked on in the same snapshot (their leak audit reads it)."""
+    from assets.neighbors import neighbor_sequences, sequences_well_formed
     from assets.resources import LakeResource, WarehouseResource
     from model.synthetic_data import synthetic_tables
     from warehouse import Lake
@@ -76,14 +77,17 @@ def test_one_table_of_a_multi_asset_materializes_alone(tmp_path):
     lake = Lake(tmp_path)
     for name, table in synthetic_tables(n_users=20, n_items=30, n_pairs=200, n_attributes=6,
                                         n_triples=40, sequence_length=5, seed=1).items():
-        if name != "neighbor_sequences":
+        if name not in ("neighbor_sequences", "collaborative_kg"):
             lake.write("ml-100k", name, table)
+    assert not lake.exists("ml-100k", "collaborative_kg")
     result = dg.materialize(
-        [neighbor_sequences], selection=["neighbor_sequences"], partition_key="ml-100k",
+        [neighbor_sequences, sequences_well_formed], selection=["neighbor_sequences"],
+        partition_key="ml-100k",
         resources={"lake": LakeResource(data_dir=str(tmp_path)),
                    "warehouse": WarehouseResource(data_dir=str(tmp_path))})
     assert result.success
     materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert materialized == {"neighbor_sequences"}
-    assert lake.exists("ml-100k", "neighbor_sequences")
-    assert not lake.exists("ml-100k", "collaborative_kg")
+    assert lake.exists("ml-100k", "neighbor_sequences") and lake.exists("ml-100k", "collaborative_kg")
+    [check] = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert check.passed

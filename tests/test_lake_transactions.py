@@ -509,3 +509,15 @@ def test_an_assets_blocking_check_runs_on_the_staged_tables_before_they_are_publ
     # and an empty split is never "within tolerance"
     assert check_split(pd.DataFrame({"user_id": [], "item_id": [], "split": []}), [0.8, 0.1, 0.1])[0] == [
         "the split is empty: no positive interaction to split"]
+
+
+def test_a_run_config_for_other_partitions_only_is_an_error_not_a_fallback(tmp_path, data_dir):
+    good = _write_tsv(tmp_path / "good.tsv", n_users=30)
+    config = _tsv_config(good)
+    config["ops"]["source_files"]["config"]["datasets"] = {
+        "ml-1m": config["ops"]["source_files"]["config"]["datasets"][DATASET]}
+    result = _run("ingest", config)
+    assert not result.success
+    error = result.failure_data_for_node("source_files").error
+    assert "this run is for partition 'ml-100k', but the run config's datasets section only has ml-1m" in (
+        (error.cause or error).message)
