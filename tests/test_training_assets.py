@@ -134,3 +134,37 @@ def test_bench_variants_trains_and_records(tmp_path, capsys):
     store = RunStore(Warehouse(tmp_path / "warehouse.duckdb", lake))
     assert set(store.latest_runs()["variant"]) == {"kgat", "full"}
     assert len(store.paper_tables()) > 0
+
+
+def test_a_training_run_can_re_read_exactly_the_data_it_trained_on(tmp_path):
+    """Time travel: the run records the snapshot it read (training_runs.lake_version); after
+    later publishes — more of them than the lake keeps — that snapshot still returns exactly
+    the tables of the training, while the published ones have moved on."""
+    from model.data import read_lake_tables
+
+    lake = Lake(tmp_path)
+    for name, table in synthetic_tables(n_users=30, n_items=40, n_pairs=450, n_attributes=8,
+                                        n_triples=60, sequence_length=6, seed=2).items():
+        lake.write(DATASET, name, table)
+    trained_on = read_lake_tables(tmp_path, DATASET)
+    resources = {"lake": LakeResource(data_dir=str(tmp_path), keep_snapshots=1),
+                 "warehouse": WarehouseResource(data_dir=str(tmp_path))}
+    result = dg.materialize([trained_model], partition_key=DATASET, resources=resources,
+                            run_config={"ops": {"trained_model": {"config": {"variant": "lightgcn", **TINY}}}})
+    assert result.success
+    run = RunStore(Warehouse(tmp_path / "warehouse.duckdb", lake)).latest_run(DATASET)
+
+    # three later re-splits are published (a different seed each), keep_snapshots=1
+    split = trained_on["split"].to_pandas()
+    for seed in range(3):
+        resplit = split.sample(frac=1.0, random_state=seed)
+        resplit["split"] = split["split"].sample(frac=1.0, random_state=seed + 10).to_numpy()
+        pruning = Lake(tmp_path, keep_snapshots=1)
+        with pruning.transaction(DATASET) as tx:
+            tx.write("split", resplit.reset_index(drop=True))
+    assert not read_lake_tables(tmp_path, DATASET)["split"].equals(trained_on["split"])
+
+    replay = read_lake_tables(tmp_path, DATASET, run["lake_version"])
+    for name, table in trained_on.items():
+        if table is not None:
+            assert replay[name].equals(table), name
