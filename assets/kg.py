@@ -34,6 +34,8 @@ class KGSourceConfig(dg.Config):
     name: str = Field(description="Label of the source in the statistics (e.g. kb4rec, satori, omdb).")
     kind: str = Field(description="Reader kind, e.g. links.kb4rec, triples.mkr, meta.omdb (see datasources.kg.sources).")
     locations: list[str] = Field(default_factory=list, description="Files it reads: paths, file:// or http(s) URLs.")
+    options: dict[str, str] = Field(default_factory=dict, description="Options of the *.table kinds: "
+                                    "column names and key namespaces (datasources.kg.generic).")
 
 
 class KGDatasetConfig(config_fields(KGBuildOptions, dg.Config)):
@@ -60,7 +62,7 @@ class KGConfig(dg.Config):
 def _configured_sources(dataset: str, config: KGDatasetConfig) -> list[KGSource]:
     if config.sources is None:
         return list(DEFAULT_KG_SOURCES.get(dataset, ()))
-    return [KGSource(s.name, s.kind, tuple(s.locations)) for s in config.sources]
+    return [KGSource(s.name, s.kind, tuple(s.locations), dict(s.options)) for s in config.sources]
 
 
 def leaked_interactions(entities: pd.DataFrame, relations: pd.DataFrame, user_keys: pd.Series) -> list[str]:

@@ -49,13 +49,14 @@ class MediaDatasetConfig(dg.Config):
 
     poster_sources: list[str] | None = Field(
         default=None,
-        description="Poster chain, first success wins (omdb_file, poster_list, omdb_api, tmdb_api, "
-        "wikipedia, openlibrary). Default: the dataset's chain (see DATASET_DEFAULTS).",
+        description="Poster chain, first success wins (image_list, image_folder, omdb_file, "
+        "poster_list, omdb_api, tmdb_api, wikipedia, openlibrary). Default: the dataset's chain "
+        "(see DATASET_DEFAULTS).",
     )
     description_sources: list[str] | None = Field(
         default=None,
-        description="Description chain (omdb_file, omdb_api, tmdb_api, wikipedia, openlibrary, "
-        "title_genres). Default: the dataset's chain.",
+        description="Description chain (text_file, omdb_file, omdb_api, tmdb_api, wikipedia, "
+        "openlibrary, title_genres). Default: the dataset's chain.",
     )
     omdb_records: str | None = Field(
         default=None,
@@ -65,6 +66,15 @@ class MediaDatasetConfig(dg.Config):
     links: str | None = Field(
         default=None, description="MovieLens links.csv (movieId,imdbId,tmdbId): ids for the APIs."
     )
+    descriptions: dict[str, str] | None = Field(
+        default=None, description="Your own item texts: {location, item_col, text_col} of a "
+        "CSV/TSV/Parquet/JSON-lines file (source text_file). Default: the dataset file's.")
+    images: dict[str, str] | None = Field(
+        default=None, description="Your own images: {location, item_col, image_col}, each a URL or "
+        "a path (relative to the list) (source image_list). Default: the dataset file's.")
+    image_folder: str | None = Field(
+        default=None, description="A folder of <item_key>.<ext> images (source image_folder). "
+        "Default: the dataset file's.")
     kind: str | None = Field(default=None, description="'movie' or 'book' (Wikipedia matching).")
     match_by: str | None = Field(
         default=None,
@@ -205,7 +215,11 @@ def item_media(
     items = store.read_pandas(dataset, "items")
     entry = config.dataset(dataset)
     defaults = DATASET_DEFAULTS.get(dataset)
-    local = LocalMetadata.load(entry.omdb_records, entry.poster_list, entry.links)
+    local = LocalMetadata.load(
+        entry.omdb_records, entry.poster_list, entry.links,
+        descriptions=entry.descriptions or (defaults.descriptions if defaults else None),
+        images=entry.images or (defaults.images if defaults else None),
+        image_folder=entry.image_folder or (defaults.image_folder if defaults else None))
     refs = build_item_refs(
         items,
         local,

@@ -29,6 +29,9 @@ Schema (every key but ``name`` and ``variants`` optional)::
       match_by: item_key            # item_key | title_year
       poster_sources: [omdb_file, wikipedia]
       description_sources: [omdb_file, title_genres]
+      descriptions: {location: items.csv, item_col: item, text_col: text}   # your own texts
+      images: {location: images.csv, item_col: item, image_col: image}     # paths or URLs
+      image_folder: images/         # or <item_key>.<ext> files (chains default to these)
 
 An error names the file and the field (``configs/datasets/x.yaml: variants.files.tables.
 interactions.format: unknown format 'tvs' (did you mean 'tsv'?)``). Every dataset also gets a
@@ -41,7 +44,7 @@ import difflib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +61,13 @@ MATCH_BY = ("item_key", "title_year")
 _TOP = ("name", "description", "homepage", "default_variant", "variants", "checksums", "kg", "media")
 _VARIANT = ("description", "key_space", "tables")
 _TABLE = ("format", "locations", "options")
-_KG_SOURCE = ("name", "kind", "locations")
-_MEDIA = ("kind", "match_by", "poster_sources", "description_sources")
+_KG_SOURCE = ("name", "kind", "locations", "options")
+#: Keys of the media ``descriptions`` / ``images`` sections (datasources.media.own_files reads
+#: them; ``file_format``/``delimiter`` as in datasources.columns).
+DESCRIPTION_KEYS = frozenset({"location", "item_col", "text_col", "file_format", "delimiter"})
+IMAGE_KEYS = frozenset({"location", "item_col", "image_col", "file_format", "delimiter"})
+_MEDIA = ("kind", "match_by", "poster_sources", "description_sources", "descriptions", "images",
+          "image_folder")
 
 
 class DatasetFileError(ValueError):
@@ -90,6 +98,7 @@ class DeclaredKGSource:
     name: str
     kind: str
     locations: tuple[str, ...]
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,10 @@ class DeclaredMedia:
     match_by: str = "item_key"
     poster_sources: tuple[str, ...] | None = None
     description_sources: tuple[str, ...] | None = None
+    # the dataset's own files (datasources.media.own_files); locations beside the dataset file
+    descriptions: Mapping[str, str] | None = None
+    images: Mapping[str, str] | None = None
+    image_folder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +179,18 @@ class _Reader:
         return items
 
 
+    def located(self, value: Any, field: str, allow_empty: bool = True) -> tuple[str, ...]:
+        """File locations, a relative path taken from the dataset file's folder (so a dataset
+        folder can be moved or run from anywhere); URLs and absolute paths as written."""
+        return tuple(_beside(self.path, location) for location in self.strings(value, field, allow_empty))
+
+
+def _beside(dataset_file: Path, location: str) -> str:
+    if "://" in location or Path(location.split("!/")[0]).is_absolute():
+        return location
+    return str((dataset_file.parent / location).resolve(strict=False))
+
+
 def parse_dataset_file(path: Path) -> DatasetDeclaration:
     """Read and validate one dataset file."""
     from datasources.formats import PARSERS  # the parsers a table may name
@@ -226,7 +251,7 @@ def _variants(read: _Reader, value: Any, parsers: Mapping) -> dict[str, Declared
                 raise read.fail(f"{tfield}.format", f"{fmt!r} parses {parsers[fmt].role}, not {role}")
             options = {str(k): read.text(v, f"{tfield}.options.{k}")
                        for k, v in read.mapping(t.get("options"), f"{tfield}.options").items()}
-            tables[role] = DeclaredTable(fmt, read.strings(t.get("locations"), f"{tfield}.locations",
+            tables[role] = DeclaredTable(fmt, read.located(t.get("locations"), f"{tfield}.locations",
                                                            allow_empty=False), options)
         if "interactions" not in tables:
             raise read.fail(f"{field}.tables", "an interactions table is required")
@@ -240,18 +265,35 @@ def _variants(read: _Reader, value: Any, parsers: Mapping) -> dict[str, Declared
 
 def _kg_source(read: _Reader, value: Any, field: str) -> DeclaredKGSource:
     entry = read.mapping(value, field, _KG_SOURCE)
+    options = {str(k): read.text(v, f"{field}.options.{k}")
+               for k, v in read.mapping(entry.get("options"), f"{field}.options").items()}
     return DeclaredKGSource(read.text(entry.get("name"), f"{field}.name"),
                             read.text(entry.get("kind"), f"{field}.kind"),
-                            read.strings(entry.get("locations"), f"{field}.locations"))
+                            read.located(entry.get("locations"), f"{field}.locations"), options)
 
 
 def _media(read: _Reader, value: Any) -> DeclaredMedia:
     entry = read.mapping(value, "media", _MEDIA)
     chains = {key: read.strings(entry[key], f"media.{key}") if key in entry else None
               for key in ("poster_sources", "description_sources")}
+    files = {key: _file_section(read, entry.get(key), f"media.{key}", tuple(sorted(allowed)))
+             for key, allowed in (("descriptions", DESCRIPTION_KEYS), ("images", IMAGE_KEYS))}
+    folder = entry.get("image_folder")
     return DeclaredMedia(kind=read.choice(entry.get("kind"), "media.kind", MEDIA_KINDS, "movie"),
                          match_by=read.choice(entry.get("match_by"), "media.match_by", MATCH_BY, "item_key"),
-                         **chains)
+                         image_folder=read.located(folder, "media.image_folder")[0] if folder else None,
+                         **chains, **files)
+
+
+def _file_section(read: _Reader, value: Any, field: str, allowed: tuple[str, ...]) -> dict | None:
+    """A ``{location, <column options>}`` section, its location taken beside the dataset file."""
+    if value is None:
+        return None
+    entry = {str(k): read.text(v, f"{field}.{k}") for k, v in read.mapping(value, field, allowed).items()}
+    if "location" not in entry:
+        raise read.fail(f"{field}.location", "the file is required")
+    entry["location"] = read.located(entry["location"], f"{field}.location")[0]
+    return entry
 
 
 def dataset_dirs(environ: Mapping[str, str] | None = None) -> list[Path]:

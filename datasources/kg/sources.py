@@ -21,7 +21,14 @@ Kinds:
 ``meta.amazon_categories``      RecBole Amazon-Books ``.item`` categories
 ``names.freebase``              Freebase names (``mid TAB name``)
 ``types.freebase``              Freebase types/roles (``mid TAB type``)
+``triples.table``               your own triples: named head/relation/tail columns, each
+                                declared an item key or an entity key (``datasources.kg.generic``)
+``links.table``                 your own item → entity links (named columns)
+``names.table``                 your own entity names and kinds (named columns)
 ==============================  ==============================================================
+
+Only the ``*.table`` kinds take ``options`` (:data:`KIND_OPTIONS`); a misspelled option is an
+error with a suggestion, never ignored.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from datasources.kg import attributes, readers
+from datasources.kg import attributes, generic, readers
 from datasources.kg.readers import Triples
 
 RECBOLE_EXAMPLE = "https://raw.githubusercontent.com/RUCAIBox/RecBole/master/recbole/dataset_example/ml-100k"
@@ -97,8 +104,31 @@ _LOADERS: dict[str, tuple[str, Callable[[KGSource, Sequence[Path], pd.DataFrame]
     "meta.amazon_categories": ("triples", lambda s, p, _: attributes.amazon_category_triples(_one(s, p))),
     "names.freebase": ("names", lambda s, p, _: readers.read_freebase_names(_one(s, p))),
     "types.freebase": ("types", lambda s, p, _: readers.read_freebase_types(_one(s, p))),
+    "triples.table": ("triples", lambda s, p, items: generic.read_triples_table(_one(s, p), s.options, items)),
+    "links.table": ("links", lambda s, p, _: generic.read_links_table(_one(s, p), s.options)),
+    "names.table": ("names", lambda s, p, _: generic.read_names_table(_one(s, p), s.options)),
 }
 KG_SOURCE_KINDS = tuple(_LOADERS)
+#: The options each kind accepts (the upstream kinds know their format and take none).
+KIND_OPTIONS: Mapping[str, frozenset[str]] = {kind: generic.KIND_OPTIONS.get(kind, frozenset())
+                                              for kind in KG_SOURCE_KINDS}
+
+
+def source_problem(kind: str, options: Mapping[str, str]) -> tuple[str, str] | None:
+    """``(field, message)`` when ``kind`` is unknown or an option is not one it takes."""
+    if kind not in _LOADERS:
+        return "kind", f"unknown KG source kind {kind!r}{_did_you_mean(kind, KG_SOURCE_KINDS)}; known: {', '.join(KG_SOURCE_KINDS)}"
+    for key in options:
+        if key not in KIND_OPTIONS[kind]:
+            allowed = sorted(KIND_OPTIONS[kind])
+            return (f"options.{key}", f"{kind} takes no option {key!r}{_did_you_mean(key, allowed)}"
+                    f"; it takes: {', '.join(allowed) or 'none'}")
+    return None
+
+
+def _did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def load_kg_sources(
@@ -107,8 +137,9 @@ def load_kg_sources(
     """Resolve every source's locations to local files and read them."""
     inputs = KGInputs()
     for source in sources:
-        if source.kind not in _LOADERS:
-            raise ValueError(f"unknown KG source kind {source.kind!r}; known: {', '.join(KG_SOURCE_KINDS)}")
+        problem = source_problem(source.kind, source.options)
+        if problem is not None:
+            raise ValueError(f"KG source {source.name!r}: {problem[0]}: {problem[1]}")
         group, loader = _LOADERS[source.kind]
         paths = [resolve(location) for location in source.locations]
         loaded = loader(source, paths, items)
@@ -131,13 +162,11 @@ def _declared_sources() -> dict[str, tuple[KGSource, ...]]:
     out = {}
     for name, declaration in DECLARATIONS.items():
         for i, source in enumerate(declaration.kg_sources):
-            if source.kind not in _LOADERS:
-                close = difflib.get_close_matches(source.kind, KG_SOURCE_KINDS, n=1, cutoff=0.6)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise DatasetFileError(declaration.path, f"kg.sources[{i}].kind",
-                                       f"unknown KG source kind {source.kind!r}{hint}; known: "
-                                       f"{', '.join(KG_SOURCE_KINDS)}")
-        out[name] = tuple(KGSource(s.name, s.kind, s.locations) for s in declaration.kg_sources)
+            problem = source_problem(source.kind, source.options)
+            if problem is not None:
+                raise DatasetFileError(declaration.path, f"kg.sources[{i}].{problem[0]}", problem[1])
+        out[name] = tuple(KGSource(s.name, s.kind, s.locations, dict(s.options))
+                          for s in declaration.kg_sources)
     return out
 
 

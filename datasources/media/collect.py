@@ -342,6 +342,10 @@ class MediaCollector:
         return value
 
     def _fetch_image(self, url: str) -> dict[str, Any]:
+        if self._is_local(url):
+            # A file on this machine: read it every run, offline too, never from the cache
+            # (a user who replaces an image at the same path expects the new one).
+            return self._download(url)
         if not self.settings.refresh:
             cached = self.cache.get("image", url)
             if cached is not None and not should_retry(
@@ -359,6 +363,9 @@ class MediaCollector:
         self.cache.put("image", url, {k: v for k, v in outcome.items() if k != "path"})
         return outcome
 
+    def _is_local(self, url: str) -> bool:
+        return urlsplit(self.client.resolve(url)).scheme not in ("http", "https")
+
     def _download(self, url: str) -> dict[str, Any]:
         """Fetch, validate and store one poster; every outcome becomes a status, none raises.
 
@@ -369,7 +376,7 @@ class MediaCollector:
         through ``fetch``, which reads them in place.
         """
         limit = self.settings.limits.max_bytes
-        local = urlsplit(self.client.resolve(url)).scheme not in ("http", "https")
+        local = self._is_local(url)
         raw: Path | None = None
         try:
             if local or self.settings.stream_to_disk:

@@ -201,6 +201,10 @@ class LocalMetadata:
     omdb: dict[str, OmdbRecord] = field(default_factory=dict)
     posters: dict[str, str] = field(default_factory=dict)
     links: dict[str, LinkRow] = field(default_factory=dict)
+    # a dataset's own files, keyed by its item_key (datasources.media.own_files)
+    texts: dict[str, str] = field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=dict)
+    image_files: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -208,11 +212,20 @@ class LocalMetadata:
         omdb_records: str | Path | None = None,
         poster_list: str | Path | None = None,
         links: str | Path | None = None,
+        *,
+        descriptions: Mapping[str, str] | None = None,
+        images: Mapping[str, str] | None = None,
+        image_folder: str | Path | None = None,
     ) -> LocalMetadata:
+        from datasources.media.own_files import read_descriptions, read_image_list, scan_image_folder
+
         return cls(
             omdb=read_omdb_records(omdb_records) if omdb_records else {},
             posters=read_poster_list(poster_list) if poster_list else {},
             links=read_links(links) if links else {},
+            texts=read_descriptions(descriptions) if descriptions else {},
+            images=read_image_list(images) if images else {},
+            image_files=scan_image_folder(image_folder) if image_folder else {},
         )
 
     def title_index(self) -> dict[str, str]:

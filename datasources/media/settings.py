@@ -18,6 +18,10 @@ class DatasetDefaults:
     description_sources: tuple[str, ...]
     kind: str = "movie"
     match_by: str = "item_key"
+    # the dataset's own files (datasources.media.own_files), declared in its dataset file
+    descriptions: Mapping[str, str] | None = None
+    images: Mapping[str, str] | None = None
+    image_folder: str | None = None
 
 
 MOVIE_POSTERS = ("omdb_file", "poster_list", "omdb_api", "tmdb_api", "wikipedia")
@@ -34,16 +38,26 @@ def _declared_defaults() -> dict[str, DatasetDefaults]:
     out = {}
     for name, declaration in DECLARATIONS.items():
         media = declaration.media
-        posters = media.poster_sources or (BOOK_POSTERS if media.kind == "book" else MOVIE_POSTERS)
-        texts = media.description_sources or (BOOK_TEXT if media.kind == "book" else MOVIE_TEXT)
+        posters = media.poster_sources or _own_posters(media) or (
+            BOOK_POSTERS if media.kind == "book" else MOVIE_POSTERS)
+        texts = media.description_sources or (
+            ("text_file", "title_genres") if media.descriptions else None) or (
+            BOOK_TEXT if media.kind == "book" else MOVIE_TEXT)
         for field_name, chain, known in (("poster_sources", posters, POSTER_SOURCES),
                                          ("description_sources", texts, DESCRIPTION_SOURCES)):
             unknown = [s for s in chain if s not in known]
             if unknown:
                 raise DatasetFileError(declaration.path, f"media.{field_name}",
                                        f"unknown source(s) {unknown}; known: {', '.join(known)}")
-        out[name] = DatasetDefaults(tuple(posters), tuple(texts), media.kind, media.match_by)
+        out[name] = DatasetDefaults(tuple(posters), tuple(texts), media.kind, media.match_by,
+                                    media.descriptions, media.images, media.image_folder)
     return out
+
+
+def _own_posters(media) -> tuple[str, ...]:
+    """A dataset that brings its own images uses them (and asks no web service) by default."""
+    return tuple(name for name, declared in (("image_list", media.images),
+                                             ("image_folder", media.image_folder)) if declared)
 
 
 #: Chains per dataset partition when the run config names none (the dataset files' ``media``).

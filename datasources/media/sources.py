@@ -56,12 +56,15 @@ __all__ = [
     "SOURCE_NAMES",
     "TEXT_KINDS",
     "Endpoints",
+    "ImageFolder",
+    "ImageList",
     "OmdbApi",
     "OmdbFile",
     "OpenLibrary",
     "PosterList",
     "Requester",
     "Source",
+    "TextFile",
     "TitleGenres",
     "TmdbApi",
     "Wikipedia",
@@ -72,6 +75,9 @@ __all__ = [
 
 #: Every source name a chain may list, in the order a user would usually want them.
 SOURCE_NAMES = (
+    "text_file",
+    "image_list",
+    "image_folder",
     "omdb_file",
     "poster_list",
     "omdb_api",
@@ -81,14 +87,16 @@ SOURCE_NAMES = (
     "title_genres",
 )
 POSTER_SOURCES = frozenset(
-    {"omdb_file", "poster_list", "omdb_api", "tmdb_api", "wikipedia", "openlibrary"}
+    {"image_list", "image_folder", "omdb_file", "poster_list", "omdb_api", "tmdb_api",
+     "wikipedia", "openlibrary"}
 )
 DESCRIPTION_SOURCES = frozenset(
-    {"omdb_file", "omdb_api", "tmdb_api", "wikipedia", "openlibrary", "title_genres"}
+    {"text_file", "omdb_file", "omdb_api", "tmdb_api", "wikipedia", "openlibrary", "title_genres"}
 )
 #: ``description_source`` value per source: what kind of text it is, wherever it came from
 #: (the OMDb plot is the same text from the records file or from the API).
 TEXT_KINDS: Mapping[str, str] = {
+    "text_file": "dataset_text",
     "omdb_file": "omdb_plot",
     "omdb_api": "omdb_plot",
     "tmdb_api": "tmdb_overview",
@@ -235,6 +243,51 @@ class PosterList(Source):
             return skipped("no poster list configured")
         url = self.posters.get(item.local_key or "")
         return Lookup(OK, poster_url=url) if url else skipped("not in the poster list")
+
+
+class TextFile(Source):
+    """The dataset's own item texts (its ``media.descriptions`` file), by item key."""
+
+    name = "text_file"
+
+    def __init__(self, local: LocalMetadata | None) -> None:
+        self.texts = local.texts if local else {}
+
+    def request_key(self, item: ItemRef) -> Lookup:
+        if not self.texts:
+            return skipped("no descriptions file configured")
+        text = self.texts.get(item.item_key)
+        return Lookup(OK, description=text) if text else skipped("not in the descriptions file")
+
+
+class ImageList(Source):
+    """The dataset's own image list (``media.images``): a URL or a local path per item key."""
+
+    name = "image_list"
+
+    def __init__(self, local: LocalMetadata | None) -> None:
+        self.images = local.images if local else {}
+
+    def request_key(self, item: ItemRef) -> Lookup:
+        if not self.images:
+            return skipped("no image list configured")
+        location = self.images.get(item.item_key)
+        return Lookup(OK, poster_url=location) if location else skipped("not in the image list")
+
+
+class ImageFolder(Source):
+    """The dataset's own image folder (``media.image_folder``): ``<item_key>.<ext>`` files."""
+
+    name = "image_folder"
+
+    def __init__(self, local: LocalMetadata | None) -> None:
+        self.files = local.image_files if local else {}
+
+    def request_key(self, item: ItemRef) -> Lookup:
+        if not self.files:
+            return skipped("no image folder configured")
+        path = self.files.get(item.item_key)
+        return Lookup(OK, poster_url=path) if path else skipped("no image file for this item")
 
 
 class TitleGenres(Source):
@@ -474,6 +527,9 @@ def make_sources(
 ) -> dict[str, Source]:
     """Every known source, configured; chains pick from this by name."""
     sources: list[Source] = [
+        TextFile(local),
+        ImageList(local),
+        ImageFolder(local),
         OmdbFile(local),
         PosterList(local),
         OmdbApi(api_keys.get("omdb"), endpoints.omdb, omdb_plot, omdb_title_search),

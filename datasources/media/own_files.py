@@ -1,0 +1,92 @@
+"""A dataset's own media files: item texts from any column, images from paths, URLs or a folder.
+
+What a user brings is keyed by the dataset's own ``item_key`` (not by a MovieLens id), so these
+need no matching step:
+
+* **descriptions** — a table file (CSV/TSV/Parquet/JSON lines, :mod:`datasources.columns`) with
+  an item column and a text column: ``{location, item_col: item, text_col: text}``;
+* **images** — a table file with an item column and an image column whose values are URLs
+  (``http(s)://``, ``file://``) or paths, relative ones taken from the list file's folder:
+  ``{location, item_col: item, image_col: image}``;
+* **an image folder** — ``<item_key>.<ext>`` files (jpg, jpeg, png, webp, gif, bmp).
+
+Every image still goes through the collector's validation (Pillow decode, size limits) and the
+content-addressed store, exactly like a downloaded poster; a local file is read even offline.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+
+from datasources.columns import READER_OPTIONS, column, read_columns, require_values
+from datasources.dataset_files import DESCRIPTION_KEYS, IMAGE_KEYS
+from datasources.errors import MalformedInputError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
+assert READER_OPTIONS <= DESCRIPTION_KEYS & IMAGE_KEYS  # the reader's options are in both
+
+
+def _table(spec: Mapping[str, str], what: str, allowed: frozenset[str]):
+    for key in spec:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{what}: unknown key {key!r}{hint}; allowed: {', '.join(sorted(allowed))}")
+    if "location" not in spec:
+        raise ValueError(f"{what}: give the file as 'location'")
+    path = Path(spec["location"])
+    return path, read_columns(path, spec)
+
+
+def read_descriptions(spec: Mapping[str, str]) -> dict[str, str]:
+    """``item_key → text`` from the ``descriptions`` section; empty texts are left out."""
+    path, frame = _table(spec, "descriptions", DESCRIPTION_KEYS)
+    item = column(frame, path, "item_col", spec.get("item_col", "item"))
+    text = column(frame, path, "text_col", spec.get("text_col", "text"))
+    require_values(frame, path, [item])
+    _no_repeated_keys(frame, item, path)
+    kept = frame[frame[text].notna()]
+    return dict(zip(kept[item].astype(str), (" ".join(t.split()) for t in kept[text]), strict=True))
+
+
+def read_image_list(spec: Mapping[str, str]) -> dict[str, str]:
+    """``item_key → URL or absolute path`` from the ``images`` section."""
+    path, frame = _table(spec, "images", IMAGE_KEYS)
+    item = column(frame, path, "item_col", spec.get("item_col", "item"))
+    image = column(frame, path, "image_col", spec.get("image_col", "image"))
+    require_values(frame, path, [item])
+    _no_repeated_keys(frame, item, path)
+    kept = frame[frame[image].notna()]
+    return {str(key): _image_location(value, path.parent)
+            for key, value in zip(kept[item], kept[image], strict=True)}
+
+
+def scan_image_folder(folder: str | Path) -> dict[str, str]:
+    """``item_key → absolute path`` for every ``<item_key>.<ext>`` image file of ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    found: dict[str, str] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            if path.stem in found:
+                raise ValueError(f"{folder}: item {path.stem!r} has two images: "
+                                 f"{Path(found[path.stem]).name} and {path.name}")
+            found[path.stem] = str(path.resolve())
+    return found
+
+
+def _image_location(value: str, base: Path) -> str:
+    if "://" in value:
+        return value
+    return str((base / value).resolve(strict=False))
+
+
+def _no_repeated_keys(frame, item: str, path: Path) -> None:
+    repeated = frame[item].duplicated()
+    if repeated.any():
+        first = frame.index[repeated.to_numpy()][0]
+        raise MalformedInputError(path, int(frame.loc[first, "line"]),
+                                  f"item {frame.loc[first, item]!r} is listed twice")
