@@ -1,7 +1,11 @@
 """Parsers for the interaction/item/user files of the datasets we ingest, in their upstream formats.
 
 Over 400 lines: one short parser per upstream format (MovieLens-1M and -100K, RecBole atomic
-files, the KGAT release, generic TSV); they share the line-numbered error helpers here.
+files, the KGAT release), then the generic interaction formats for a user's own data (``tsv``,
+``csv``, ``jsonl``, ``parquet``, ``npy``), which share one column mapping (``user_col``,
+``item_col``, ``rating_col``, ``ts_col``, ``label_col``, ``threshold``, ``null_item``). They share
+the line-numbered error helpers here. :data:`FORMAT_OPTIONS` lists the option keys each format
+takes; :func:`check_options` rejects any other key with a did-you-mean.
 
 Every parser is a pure function ``parse(path, options) -> pandas.DataFrame`` returning string keys
 and typed columns. The frames they return have one of three shapes:
@@ -11,21 +15,28 @@ and typed columns. The frames they return have one of three shapes:
 * users: ``user_key`` + format-specific extras (gender, age, occupation, zip_code, ...)
 
 Big files are parsed with pandas' C reader; when that reader or a type conversion finds a bad
-line, the error names ``file:line`` (a :class:`MalformedInputError`). ``.gz`` files are read
+line, the error names ``file:line`` (a :class:`MalformedInputError`); Parquet and NumPy files
+have no lines, so their errors name ``row N`` (counting from 0). ``.gz`` text files are read
 transparently.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import io
+import json
 import re
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from datasources.errors import MalformedInputError
 from datasources.textio import decode, iter_lines, read_bytes, read_header, read_recbole_atomic
@@ -47,6 +58,7 @@ _TRAILING_ARTICLE = re.compile(r"^(?P<body>.*), (?P<article>The|A|An)$")
 class Parser:
     role: str  # "interactions" | "items" | "users"
     parse: Callable[[Path, Mapping[str, str]], pd.DataFrame]
+    options: frozenset[str] = frozenset()  # the option keys it reads (check_options)
 
 
 # --------------------------------------------------------------------------- low-level helpers
@@ -407,40 +419,332 @@ def parse_kgat_user_list(path: Path, options: Mapping[str, str]) -> pd.DataFrame
     return _parse_kgat_list(path, 2, "user_key")
 
 
-# --------------------------------------------------------------------------- plain TSV
+# --------------------------------------------------------------------------- your own data
+#
+# The generic interaction formats (tsv, csv, parquet, jsonl, npy) are for a user's own files. Each
+# reader only turns its file into a _Table of raw values; _map_interactions then applies the one
+# column mapping they all share (user_col, item_col, rating_col, ts_col, label_col, threshold,
+# null_item), so a column means the same thing whatever file it came from.
+
+_DEFAULT_COLUMNS: Mapping[str, str | None] = {
+    "user_col": "user_id", "item_col": "item_id", "rating_col": None, "ts_col": None, "label_col": None,
+}
+#: The options every generic interactions format takes.
+MAPPING_OPTIONS = frozenset({*_DEFAULT_COLUMNS, "threshold", "null_item"})
+_MISSING_TEXT = ("", "NA")  # how a delimited file writes "no value" ("NA": R and pandas exports)
 
 
-def parse_tsv(path: Path, options: Mapping[str, str]) -> pd.DataFrame:
-    """A delimited interactions file with a header row, for users' own data.
+@dataclass(frozen=True)
+class _Table:
+    """A user's file before the column mapping: its raw values and where each row came from."""
 
-    Options (all optional): ``user_col`` (default ``user_id``), ``item_col`` (``item_id``),
-    ``rating_col``, ``ts_col``, ``label_col``, ``delimiter`` (tab), ``null_item`` (an item key
-    meaning "unknown item": such rows are dropped and counted by the assembler).
+    path: Path
+    columns: list[str]  # every column the file has, for the "no such column" message
+    frame: pd.DataFrame  # the raw values of (at least) the mapped columns
+    header_line: int | None  # where the column names are (1 for a header row; None: no header)
+    lines: np.ndarray | None  # the line of each row; None for binary files, reported as "row N"
+
+    def error(self, row: int | None, reason: str) -> MalformedInputError:
+        """The error for ``row`` (a position in ``frame``), or for the columns when ``row`` is None."""
+        if row is None:
+            return MalformedInputError(self.path, self.header_line, reason)
+        if self.lines is None:
+            return MalformedInputError(self.path, None, f"row {row} (counting from 0): {reason}")
+        return MalformedInputError(self.path, int(self.lines[row]), reason)
+
+
+def _mapped_columns(options: Mapping[str, str]) -> dict[str, str]:
+    """option -> column name, for the columns the options map (user and item always)."""
+    names = {option: options.get(option, default) for option, default in _DEFAULT_COLUMNS.items()}
+    # str(): a NumPy matrix's columns are named "0", "1", ... and a caller may pass the int.
+    return {option: str(name) for option, name in names.items() if name is not None}
+
+
+def _wanted(options: Mapping[str, str]) -> list[str]:
+    return list(dict.fromkeys(_mapped_columns(options).values()))
+
+
+def _first(mask: pd.Series | np.ndarray) -> int | None:
+    hits = np.flatnonzero(np.asarray(mask, dtype=bool))
+    return int(hits[0]) if len(hits) else None
+
+
+def _shown(value) -> str:
+    """A value for an error message: a NumPy scalar as the value it holds (4.5, not np.float64(4.5))."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _key_text(value) -> str | None:
+    """One user/item key as text; None if the value cannot be a key (missing, 1.5, a list...).
+
+    An integral float is written without ``.0``: a NumPy matrix stores ids as floats, and item
+    ``7`` must be the same key whether it came from a TSV, a JSON int or a float matrix.
     """
-    delimiter = options.get("delimiter", "\t")
-    header = read_header(path).split(delimiter)
-    frame = read_delimited(path, sep=delimiter, n_fields=len(header), header=True)
-    frame.columns = header
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bytes):  # NumPy "S" fields
+        try:
+            return value.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            return None
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return None
 
-    def column(option: str, default: str | None) -> str | None:
-        name = options.get(option, default)
-        if name is not None and name not in header:
-            raise MalformedInputError(path, 1, f"column {name!r} ({option}) not in header {header}")
-        return name
 
-    user, item = column("user_col", "user_id"), column("item_col", "item_id")
-    rating, ts, label = column("rating_col", None), column("ts_col", None), column("label_col", None)
-    null_item = options.get("null_item")
+def _keys(table: _Table, values: pd.Series, what: str, null_item: str | None = None) -> pd.Series:
+    if values.dtype.kind in "iu" and not values.hasnans:  # (a pandas Int64 column may hold NA)
+        return values.astype(str)
+    if pd.api.types.infer_dtype(values) == "string":
+        keys = values.str.strip().reset_index(drop=True)  # text (TSV, CSV): vectorised
+    else:
+        keys = pd.Series([_key_text(v) for v in values], dtype=object)
+    bad = (keys.isna() | (keys == "")) & (keys != null_item)
+    row = _first(bad)
+    if row is not None:
+        raise table.error(row, f"{what} is not a key: {_shown(values.iloc[row])}")
+    return keys
+
+
+def _number(value) -> float | None:
+    """One rating/ts/label value as a float, NaN for no value; None if it is not a number."""
+    if value is None or value is pd.NA:
+        return np.nan
+    if isinstance(value, str):
+        text = value.strip()
+        if text in _MISSING_TEXT:
+            return np.nan
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    if isinstance(value, bool | np.bool_ | int | float | np.integer | np.floating):
+        return float(value)
+    return None
+
+
+def _numbers(table: _Table, values: pd.Series, what: str) -> pd.Series:
+    """A column as float64, NaN where it has no value; a value that is not a number is an error."""
+    if values.dtype.kind in "biuf":
+        parsed, invalid = values.astype("float64"), np.zeros(len(values), dtype=bool)
+    elif pd.api.types.infer_dtype(values) in ("string", "empty"):
+        # Text (TSV, CSV) is parsed vectorised: these files can have millions of lines.
+        text = values.str.strip()
+        missing = (text.isna() | text.isin(_MISSING_TEXT)).to_numpy()
+        parsed = pd.to_numeric(text.where(~missing), errors="coerce").astype("float64")
+        invalid = parsed.isna().to_numpy() & ~missing
+    else:  # mixed Python values (JSON): one at a time
+        numbers = [_number(v) for v in values]
+        invalid = np.array([n is None for n in numbers], dtype=bool)
+        parsed = pd.Series([np.nan if n is None else n for n in numbers], dtype="float64")
+    row = _first(invalid | (parsed.notna() & ~np.isfinite(parsed)).to_numpy())
+    if row is not None:
+        raise table.error(row, f"{what} is not a number: {_shown(values.iloc[row])}")
+    return parsed.reset_index(drop=True)
+
+
+def _integers(table: _Table, values: pd.Series, what: str) -> pd.Series:
+    """A column as Int64 (NA where it has no value); a fractional value is an error."""
+    if values.dtype.kind in "iu":
+        return values.astype("Int64").reset_index(drop=True)  # not via float64: ns timestamps are > 2**53
+    if pd.api.types.is_datetime64_any_dtype(values):
+        # A Parquet/pandas timestamp becomes Unix seconds, the unit of the upstream formats;
+        # a time without a zone is read as UTC.
+        utc = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
+        return ((utc - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).astype("Int64").reset_index(drop=True)
+    parsed = _numbers(table, values, what)
+    row = _first(parsed.notna() & (parsed != np.floor(parsed)))
+    if row is not None:
+        raise table.error(row, f"{what} is not an integer: {_shown(values.iloc[row])}")
+    return parsed.astype("Int64")
+
+
+def _labels(table: _Table, values: pd.Series, what: str) -> pd.Series:
+    labels = _integers(table, values, what)
+    row = _first(labels.notna() & ~labels.isin([0, 1]))
+    if row is not None:
+        raise table.error(row, f"{what} must be 0 or 1, not {_shown(values.iloc[row])}")
+    return labels.astype("Int8")
+
+
+def _map_interactions(table: _Table, options: Mapping[str, str]) -> pd.DataFrame:
+    """The interactions frame of a generic table, its columns named by the options."""
+    names = _mapped_columns(options)
+    for option, name in names.items():
+        if table.columns.count(name) != 1:
+            problem = "appears twice in" if name in table.columns else "not in"
+            raise table.error(None, f"column {name!r} ({option}) {problem} the columns {table.columns}")
+
+    def column(option: str) -> pd.Series:
+        values = table.frame[names[option]]
+        # Parquet dictionary columns arrive as categoricals; their values are what counts.
+        return values.astype(object) if isinstance(values.dtype, pd.CategoricalDtype) else values
+
+    def what(option: str) -> str:
+        return f"{option.removesuffix('_col')} ({names[option]!r})"
+
+    null_item = None if options.get("null_item") is None else str(options["null_item"])
+    rating = _numbers(table, column("rating_col"), what("rating_col")) if "rating_col" in names else None
+    if "threshold" in options:
+        # A rating at or above the threshold is a positive; an unrated row stays unlabelled.
+        label = (rating >= float(options["threshold"])).astype("Int8").mask(rating.isna())
+    else:
+        label = _labels(table, column("label_col"), what("label_col")) if "label_col" in names else None
     out = _interactions(
-        frame[user].str.strip(),
-        frame[item].str.strip(),
-        rating=to_float(frame[rating].replace("NA", ""), path, 2, rating, nullable=True) if rating else None,
-        ts=to_int(frame[ts].replace("NA", ""), path, 2, ts, nullable=True) if ts else None,
-        label=to_int(frame[label].replace("NA", ""), path, 2, label, nullable=True).astype("Int8") if label else None,
+        _keys(table, column("user_col"), what("user_col")),
+        _keys(table, column("item_col"), what("item_col"), null_item),
+        rating=rating,
+        ts=_integers(table, column("ts_col"), what("ts_col")) if "ts_col" in names else None,
+        label=label,
     )
     if null_item is not None:
         out.loc[out["item_key"] == null_item, "item_key"] = None
     return out
+
+
+def _read_tsv(path: Path, options: Mapping[str, str]) -> _Table:
+    # QUOTE_NONE through read_delimited: a TSV field may hold a '"' (titles), so quotes are text.
+    delimiter = options.get("delimiter", "\t")
+    header = read_header(path).split(delimiter)
+    frame = read_delimited(path, sep=delimiter, n_fields=len(header), header=True)
+    frame.columns = header
+    return _Table(path, header, frame, 1, np.arange(2, len(frame) + 2))
+
+
+def _read_csv(path: Path, options: Mapping[str, str]) -> _Table:
+    # The csv module, not pandas: it honours RFC 4180 quoting ("Smith, J.", doubled quotes,
+    # newlines inside quotes) and tells the line each record starts on, and no short line is padded.
+    text = decode(read_bytes(path), path, "utf-8")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=options.get("delimiter", ","), strict=True)
+    records, lines = [], []
+    try:
+        header = [name.strip() for name in next(reader, [])]
+        start = reader.line_num + 1
+        for record in reader:
+            if len(record) != len(header):
+                reason = "blank line" if not record else f"expected {len(header)} fields, found {len(record)}"
+                raise MalformedInputError(path, start, reason)
+            records.append(record)
+            lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise MalformedInputError(path, reader.line_num, f"bad CSV quoting: {exc}") from None
+    frame = pd.DataFrame(records, columns=range(len(header)), dtype=object).set_axis(header, axis=1)
+    return _Table(path, header, frame, 1, np.array(lines, dtype=np.int64))
+
+
+def _read_jsonl(path: Path, options: Mapping[str, str]) -> _Table:
+    wanted = _wanted(options)
+    seen: dict[str, None] = {}  # every key any record has, in first-seen order
+    records, lines = [], []
+    for number, line in iter_lines(path):
+        if not line.strip():
+            raise MalformedInputError(path, number, "blank line (expected one JSON object per line)")
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise MalformedInputError(path, number, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise MalformedInputError(path, number, f"expected a JSON object, found {type(record).__name__}")
+        seen.update(dict.fromkeys(record))
+        records.append([record.get(name) for name in wanted])  # a key a record lacks: no value
+        lines.append(number)
+    frame = pd.DataFrame(records, columns=range(len(wanted)), dtype=object).set_axis(wanted, axis=1)
+    return _Table(path, list(seen), frame, None, np.array(lines, dtype=np.int64))
+
+
+def _read_parquet(path: Path, options: Mapping[str, str]) -> _Table:
+    try:
+        parquet = pq.ParquetFile(path)
+        columns = parquet.schema_arrow.names
+        frame = parquet.read(columns=[c for c in _wanted(options) if c in columns]).to_pandas()
+    except pa.ArrowException as exc:
+        raise MalformedInputError(path, None, f"not a readable Parquet file: {exc}") from None
+    return _Table(path, columns, frame, None, None)
+
+
+def _read_numpy(path: Path, options: Mapping[str, str]) -> _Table:
+    try:
+        # allow_pickle=False: loading a pickle runs code; object arrays are not supported.
+        arrays = _numpy_columns(path, np.load(path, allow_pickle=False))
+    except MalformedInputError:
+        raise
+    except (ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise MalformedInputError(path, None, f"not a readable NumPy .npy/.npz file: {exc}") from None
+    mapped = {name: arrays[name] for name in _wanted(options) if name in arrays}
+    for name, array in mapped.items():
+        if array.ndim != 1:
+            raise MalformedInputError(path, None, f"array {name!r} has shape {array.shape}, expected 1-D")
+    lengths = {name: len(array) for name, array in mapped.items()}
+    if len(set(lengths.values())) > 1:
+        raise MalformedInputError(path, None, f"the mapped arrays differ in length: {lengths}")
+    return _Table(path, list(arrays), pd.DataFrame(mapped), None, None)
+
+
+def _numpy_columns(path: Path, loaded) -> dict[str, np.ndarray]:
+    """The named columns of an .npz (its arrays), a structured .npy (its fields) or a 2-D .npy
+    (its columns, named by index "0", "1", ...)."""
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:  # an .npz holds its file open until closed
+            return {name: loaded[name] for name in loaded.files}
+    if loaded.dtype.names:
+        return {name: loaded[name] for name in loaded.dtype.names}
+    if loaded.ndim == 2:
+        return {str(i): loaded[:, i] for i in range(loaded.shape[1])}
+    raise MalformedInputError(path, None, f"array of shape {loaded.shape} without named fields: save a "
+                              "structured array, a 2-D array (columns by index) or an .npz of named arrays")
+
+
+def parse_tsv(path: Path, options: Mapping[str, str]) -> pd.DataFrame:
+    """A delimited interactions file with a header row, for users' own data; quotes are plain text.
+
+    Options (all optional): ``user_col`` (default ``user_id``), ``item_col`` (``item_id``),
+    ``rating_col``, ``ts_col``, ``label_col``, ``threshold`` (label = rating >= threshold; needs
+    ``rating_col``), ``delimiter`` (tab), ``null_item`` (an item key meaning "unknown item": such
+    rows get a null item and are dropped and counted by the assembler). ``""`` and ``NA`` mean
+    "no value" in the rating, ts and label columns.
+    """
+    return _map_interactions(_read_tsv(path, options), options)
+
+
+def parse_csv(path: Path, options: Mapping[str, str]) -> pd.DataFrame:
+    """A comma-separated interactions file with a header row, quoted as RFC 4180 says.
+
+    Options: those of ``tsv`` (``delimiter`` defaults to ``,``). Header names are stripped of
+    surrounding spaces; a record may span lines inside quotes (errors name its first line).
+    """
+    return _map_interactions(_read_csv(path, options), options)
+
+
+def parse_jsonl(path: Path, options: Mapping[str, str]) -> pd.DataFrame:
+    """JSON lines: one object per line, its keys the columns (a key a record lacks: no value).
+
+    Options: ``user_col``, ``item_col``, ``rating_col``, ``ts_col``, ``label_col``, ``threshold``,
+    ``null_item`` as for ``tsv``. Keys may be JSON strings or integers; labels may be booleans.
+    """
+    return _map_interactions(_read_jsonl(path, options), options)
+
+
+def parse_parquet(path: Path, options: Mapping[str, str]) -> pd.DataFrame:
+    """A Parquet file (only the mapped columns are read); errors name the row, counting from 0.
+
+    Options: as ``jsonl``. A timestamp-typed ``ts_col`` becomes Unix seconds (no zone: UTC).
+    """
+    return _map_interactions(_read_parquet(path, options), options)
+
+
+def parse_npy(path: Path, options: Mapping[str, str]) -> pd.DataFrame:
+    """NumPy: a structured ``.npy`` (fields are columns), a 2-D ``.npy`` (columns by index: give
+    ``user_col: "0"``, ``item_col: "1"``, ...) or an ``.npz`` of equal-length 1-D arrays (array
+    names are columns). Errors name the row, counting from 0. Pickled/object arrays are refused.
+
+    Options: as ``jsonl``.
+    """
+    return _map_interactions(_read_numpy(path, options), options)
 
 
 PARSERS: Mapping[str, Parser] = {
@@ -456,15 +760,64 @@ PARSERS: Mapping[str, Parser] = {
     "kgat.pairs": Parser("interactions", parse_kgat_pairs),
     "kgat.item_list": Parser("items", parse_kgat_item_list),
     "kgat.user_list": Parser("users", parse_kgat_user_list),
-    "tsv": Parser("interactions", parse_tsv),
+    "tsv": Parser("interactions", parse_tsv, MAPPING_OPTIONS | {"delimiter"}),
+    "csv": Parser("interactions", parse_csv, MAPPING_OPTIONS | {"delimiter"}),
+    "jsonl": Parser("interactions", parse_jsonl, MAPPING_OPTIONS),
+    "parquet": Parser("interactions", parse_parquet, MAPPING_OPTIONS),
+    "npy": Parser("interactions", parse_npy, MAPPING_OPTIONS),
 }
+
+#: format name -> the option keys it accepts (the upstream formats take none).
+FORMAT_OPTIONS: Mapping[str, frozenset[str]] = MappingProxyType({name: p.options for name, p in PARSERS.items()})
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(str(word), sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_options(fmt: str, options: Mapping, where: str) -> None:
+    """Raise ``ValueError`` (starting with ``where``) unless ``options`` suit format ``fmt``.
+
+    Checked before any file is read, so a typo (``ratng_col``) fails at once, by name, instead of
+    being ignored and quietly leaving the ratings out.
+    """
+    if fmt not in PARSERS:
+        raise ValueError(f"{where}: unknown format {fmt!r}{_did_you_mean(fmt, PARSERS)}")
+    accepted = FORMAT_OPTIONS[fmt]
+    for key in options:
+        if key not in accepted:
+            takes = f"it takes {', '.join(sorted(accepted))}" if accepted else "it takes no options"
+            raise ValueError(f"{where}: format {fmt!r} has no option {key!r}{_did_you_mean(key, accepted)} ({takes})")
+    delimiter = str(options.get("delimiter", ","))
+    if len(delimiter) != 1 or delimiter in '"\r\n':
+        raise ValueError(f"{where}: delimiter must be one character other than a quote or newline, "
+                         f"not {options['delimiter']!r}")
+    if "threshold" in options:
+        _check_threshold(options, where)
+
+
+def _check_threshold(options: Mapping, where: str) -> None:
+    try:
+        threshold = float(options["threshold"])
+    except (TypeError, ValueError):
+        threshold = np.nan
+    if not np.isfinite(threshold):
+        raise ValueError(f"{where}: threshold {options['threshold']!r} is not a number")
+    if "rating_col" not in options:
+        raise ValueError(f"{where}: threshold labels each row by its rating: give rating_col too")
+    if "label_col" in options:
+        raise ValueError(f"{where}: give threshold (labels from the rating) or label_col, not both")
 
 
 def parse_table(fmt: str, role: str, path: str | Path, options: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Parse ``path`` with the parser registered as ``fmt``, checking it serves ``role``."""
+    """Parse ``path`` with the parser registered as ``fmt``, checking it serves ``role`` and
+    takes ``options``."""
     if fmt not in PARSERS:
         raise ValueError(f"unknown format {fmt!r}; known: {', '.join(sorted(PARSERS))}")
     parser = PARSERS[fmt]
     if parser.role != role:
         raise ValueError(f"format {fmt!r} parses {parser.role}, not {role}")
-    return parser.parse(Path(path), options or {})
+    options = options or {}
+    check_options(fmt, options, f"options for {path}")
+    return parser.parse(Path(path), options)
