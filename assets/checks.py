@@ -17,7 +17,8 @@ from pydantic import Field
 
 from assets.metadata import check_result
 from assets.resources import LakeResource
-from datasources.validate import check_id_table, check_pairs, check_split
+from datasources.split import split_problems
+from datasources.validate import check_id_table, check_pairs
 
 Check = Callable[[object], list[str]]
 
@@ -65,22 +66,65 @@ def interactions_valid(context: dg.AssetCheckExecutionContext, lake: LakeResourc
 
 
 class SplitCheckConfig(dg.Config):
-    """Run config key ``split_split_leak_free_and_balanced``: what the split must look like.
-    The shares are compared with what ``size_rule`` gives the users' pair counts (users with
-    one or two positives cannot be split 8:1:1), within ``tolerance``."""
+    """Run config of the split check, under ``ops: split_split_leak_free_and_balanced: config:``.
 
-    ratios: list[float] = Field(default_factory=lambda: [0.8, 0.1, 0.1])
+    The check compares the published split with the ``ratios`` and ``size_rule`` the split was
+    built with (:func:`split_built_with`), as its pre-publish audit does, so a run with
+    non-default ratios or ``size_rule: recbole`` is checked against what it asked for. Only
+    ``tolerance`` is the check's own; ``ratios``/``size_rule`` here override what the split was
+    built with (to check a split against another target), and are best left unset."""
+
     tolerance: float = Field(default=0.01, description="Allowed share deviation (0.01 = 1 point).")
-    size_rule: str = Field(default="unbiased", description="The split's size_rule (SplitConfig).")
+    ratios: list[float] | None = Field(
+        default=None, description="Override of the split's ratios (default: those it was built with).")
+    size_rule: str | None = Field(
+        default=None, description="Override of the split's size_rule (default: the one it was built with).")
+
+
+def split_built_with(context: dg.AssetCheckExecutionContext) -> tuple[list[float], str, str]:
+    """The ``ratios`` and ``size_rule`` the published split was built with, and where they
+    were read: the latest materialization of ``split`` in this partition — its metadata where
+    it records them, else the ``ops: split: config`` of the run that wrote it (``SplitConfig``'s
+    defaults for what that config leaves out). The audit refuses a split before publish, so the
+    latest materialization is the published one. Without a recorded materialization (a lake
+    written through another Dagster instance) ``SplitConfig``'s defaults, said in the log."""
+    from assets.ingest import SplitConfig  # assets.ingest imports this module
+
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("split"), asset_partitions=[context.partition_key]),
+        limit=1).records
+    if not records:
+        built = SplitConfig()
+        return list(built.ratios), built.size_rule, ("SplitConfig's defaults: this instance "
+                                                     "recorded no materialization of split")
+    record = records[0]
+    metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+    if "ratios" in metadata and "size_rule" in metadata:
+        return ([float(r) for r in metadata["ratios"].value], str(metadata["size_rule"].value),
+                f"the metadata of split's materialization in run {record.run_id}")
+    run = context.instance.get_run_by_id(record.run_id)
+    ops = (run.run_config if run is not None else {}).get("ops") or {}
+    given = (ops.get("split") or {}).get("config") or {}
+    built = SplitConfig(**{k: v for k, v in given.items() if k in SplitConfig.model_fields})
+    return list(built.ratios), built.size_rule, f"the run config of run {record.run_id}, which built split"
 
 
 @dg.asset_check(asset="split", blocking=True,
-                description="Leak-free (no pair in two parts) and within 1 point of 8:1:1 overall.")
+                description="Leak-free (no pair in two parts) and the overall train/valid/test shares "
+                "within `tolerance` (1 point) of what the ratios and size_rule the split was built with "
+                "give these users (8:1:1 by default); a cold-item or predefined split is recognised by "
+                "its layout. Run config key: split_split_leak_free_and_balanced (SplitCheckConfig).")
 def split_leak_free_and_balanced(context: dg.AssetCheckExecutionContext, config: SplitCheckConfig,
                                  lake: LakeResource) -> dg.AssetCheckResult:
-    frame = published(context, lake).read_pandas("split")
-    problems, shares = check_split(frame, config.ratios, config.tolerance, config.size_rule)
-    return check_result(problems, **{f"share_{k}": v for k, v in shares.items()})
+    ratios, size_rule, source = split_built_with(context)
+    ratios = list(config.ratios) if config.ratios is not None else ratios
+    size_rule = config.size_rule if config.size_rule is not None else size_rule
+    context.log.info(f"split check: ratios {ratios}, size_rule {size_rule!r} (from {source}"
+                     f"{'; overridden by the check config' if config.ratios or config.size_rule else ''})")
+    problems, shares = split_problems(published(context, lake), ratios, config.tolerance, size_rule)
+    return check_result(problems, **{f"share_{k}": v for k, v in shares.items()},
+                        ratios=dg.MetadataValue.json(ratios), size_rule=size_rule,
+                        built_with=source)
 
 
 INGEST_CHECKS = [users_keys_unique, items_keys_unique, interactions_valid, split_leak_free_and_balanced]

@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field
 
 from assets.checks import INGEST_AUDITS
@@ -20,10 +21,16 @@ from assets.metadata import stats_markdown, table_metadata
 from assets.partitions import Stage, dataset_section, datasets_validator
 from assets.resources import HttpResource, LakeResource, WarehouseResource
 from datasources.assemble import dataset_statistics
-from datasources.fetch import ResolvedTable, load_dataset, resolve_variant
+from datasources.fetch import FOLDS_OPTION, ResolvedTable, load_dataset, resolve_variant
 from datasources.registry import SourceVariant, TableSource, get_dataset
-from datasources.split import SPLIT_NAMES, STRATEGIES, split_cold_items, split_interactions
-from datasources.validate import check_split
+from datasources.split import (
+    SPLIT_NAMES,
+    STRATEGIES,
+    split_cold_items,
+    split_interactions,
+    split_predefined,
+    split_problems,
+)
 
 STAGE = Stage(group="ingest", owners=("team:data",))
 
@@ -76,7 +83,11 @@ class SplitConfig(dg.Config):
         default="random",
         description="'random': the paper's per-user 8:1:1 split. 'cold_items': strict item cold start — "
         "a seeded cold_fraction of the items has all its pairs in valid/test (ratio valid:test), "
-        "never in train, the collaborative KG or the BFS sequences.",
+        "never in train, the collaborative KG or the BFS sequences. 'predefined': the source's own "
+        "published folds (the interactions table's 'folds' option, e.g. KGAT's train.txt/test.txt): "
+        "test = the source's test fold; valid = its valid fold, or else carved per user from its "
+        "train fold by the seeded rule with ratios[1]/(ratios[0]+ratios[1]) of it (1/9 for 8:1:1); "
+        "ratios[2] is unused.",
     )
     cold_fraction: float = Field(default=0.1, description="Share of cold items (strategy cold_items).")
 
@@ -91,6 +102,11 @@ def configured_variant(dataset: str, config: DatasetSourceConfig) -> SourceVaria
             raise ValueError(f"{dataset}: table {role!r} is not in variant {variant.name!r}; give its format")
         locations = tuple(override.locations) or (base.locations if base else ())
         options = {**(dict(base.options) if base else {}), **override.options}
+        if (FOLDS_OPTION not in override.options and base is not None
+                and len(locations) != len(base.locations)):
+            # the declared folds name the declared files, one each: other files (another count)
+            # have no declared fold unless the override gives its own
+            options.pop(FOLDS_OPTION, None)
         variant = variant.with_table(role, TableSource(fmt, locations, options))
     return variant
 
@@ -210,6 +226,10 @@ def _ingest_results(dataset, selected, tables, paths, ingest_report, log):
                 "\n".join(f"- {w}" for w in ingest_report.get("warnings", [])) or "none"),
             "has_rating": bool(interactions["rating"].notna().any()),
             "has_timestamp": bool(interactions["ts"].notna().any()),
+            "has_folds": "fold" in interactions.columns,
+            **({"pairs_in_two_folds": int(ingest_report.get("pairs_in_two_folds", 0)),
+                **{f"n_fold_{name}": int((interactions["fold"] == name).sum()) for name in SPLIT_NAMES}}
+               if "fold" in interactions.columns else {}),
             **{f"stats/{k}": v for k, v in stats.items()},
         },
     )
@@ -229,24 +249,50 @@ def positive_mask(interactions: pd.DataFrame, config: SplitConfig) -> np.ndarray
     return mask
 
 
+def predefined_folds_missing(dataset: str) -> ValueError:
+    return ValueError(
+        f"{dataset}: split strategy 'predefined' needs the source's own train/test assignment, but "
+        f"the interactions of {dataset!r} declare no fold. Declare it on the interactions table of "
+        f"the dataset file (configs/datasets/{dataset}.yaml, variant tables.interactions) or in the "
+        f"run config's source_files tables override: options: {{{FOLDS_OPTION}: \"train,test\"}}, one "
+        "fold (train, valid or test) per location, in order; then materialize interactions again. "
+        "Or use strategy 'random'.")
+
+
 @STAGE.asset(
     kinds={"parquet"},
     deps=["interactions"],
     description="Per-user random 8:1:1 train/valid/test split of the positive interactions (the paper's "
-    "protocol), seeded and deterministic across runs and machines (RecBole's size rule for small users).",
+    "protocol), seeded and deterministic across runs and machines (RecBole's size rule for small users); "
+    "or a strict item cold start split, or the source's own published folds (strategy predefined).",
 )
 def split(context: dg.AssetExecutionContext, config: SplitConfig, lake: LakeResource,
           warehouse: WarehouseResource) -> dg.MaterializeResult:
     dataset = context.partition_key
-    interactions = lake.lake().read_pandas(dataset, "interactions", ["user_id", "item_id", "rating", "label"])
-    positives = interactions[positive_mask(interactions, config)]
+    if config.strategy not in STRATEGIES:
+        raise ValueError(f"split strategy must be one of {STRATEGIES}, got {config.strategy!r}")
+    columns = ["user_id", "item_id", "rating", "label"]
+    snapshot = lake.lake().snapshot(dataset)  # one snapshot: the folds belong to these rows
+    try:
+        interactions = snapshot.read_pandas("interactions", [*columns, "fold"])
+    except pa.ArrowInvalid:  # no fold column: the source declared no fold
+        interactions = snapshot.read_pandas("interactions", columns).assign(fold=None)
+    folds = interactions["fold"]
+    if config.strategy == "predefined" and not folds.notna().any():
+        raise predefined_folds_missing(dataset)
+    mask = positive_mask(interactions, config)
+    positives = interactions[mask]
     users, items = positives["user_id"].to_numpy(), positives["item_id"].to_numpy()
     if config.strategy == "cold_items":
         parts = split_cold_items(users, items, config.ratios, config.seed, config.cold_fraction)
-    elif config.strategy == "random":
-        parts = split_interactions(users, items, config.ratios, config.seed, config.size_rule)
+    elif config.strategy == "predefined":
+        try:
+            parts = split_predefined(users, items, folds.to_numpy()[mask], config.ratios, config.seed,
+                                     config.size_rule)
+        except ValueError as exc:
+            raise ValueError(f"{dataset}: split strategy 'predefined': {exc}") from exc
     else:
-        raise ValueError(f"split strategy must be one of {STRATEGIES}, got {config.strategy!r}")
+        parts = split_interactions(users, items, config.ratios, config.seed, config.size_rule)
     frame = pd.DataFrame(
         {
             "user_id": positives["user_id"].to_numpy(),
@@ -254,9 +300,10 @@ def split(context: dg.AssetExecutionContext, config: SplitConfig, lake: LakeReso
             "split": pd.Categorical.from_codes(parts, categories=list(SPLIT_NAMES)).astype(str),
         }
     )
-    # the blocking check, before publish, with this split's own ratios
-    audit = {"split_leak_free_and_balanced": lambda tx: check_split(
-        tx.read_pandas("split"), config.ratios, size_rule=config.size_rule)[0]}
+    # the blocking check, before publish, with this split's own ratios (a predefined split is
+    # recognised by its test pairs being exactly the declared test fold: split_problems)
+    audit = {"split_leak_free_and_balanced": lambda tx: split_problems(
+        tx, config.ratios, size_rule=config.size_rule)[0]}
     path = lake.publish(context, {"split": frame}, checks=audit)["split"]
     warehouse.ensure_views(context.log)
     counts = frame["split"].value_counts().reindex(list(SPLIT_NAMES), fill_value=0)
@@ -270,7 +317,24 @@ def split(context: dg.AssetExecutionContext, config: SplitConfig, lake: LakeReso
             "split_ratios": stats_markdown({**{f"n_{k}": int(v) for k, v in counts.items()}, **ratios}, "split"),
             "seed": config.seed,
             "strategy": config.strategy,
+            # what the split's blocking check compares the shares with (assets.checks)
+            "ratios": dg.MetadataValue.json(list(config.ratios)),
+            "size_rule": config.size_rule,
             **({"n_cold_items": int(frame.loc[frame["split"] != "train", "item_id"].nunique())}
                if config.strategy == "cold_items" else {}),
+            **(_predefined_metadata(folds.to_numpy()[mask], parts, config.ratios)
+               if config.strategy == "predefined" else {}),
         }
     )
+
+
+def _predefined_metadata(folds: np.ndarray, parts: np.ndarray, ratios: list[float]) -> dict:
+    """What a predefined split took from the source and what it carved."""
+    train_fold = folds == "train"
+    published_valid = bool((folds == "valid").any())
+    return {
+        **{f"n_fold_{name}": int((folds == name).sum()) for name in SPLIT_NAMES},
+        "valid_from": "the source's valid fold" if published_valid else
+        f"carved per user from the train fold, ratio {ratios[1]:g}/({ratios[0]:g}+{ratios[1]:g})",
+        "valid_share_of_train_fold": float((parts[train_fold] == 1).mean()) if train_fold.any() else 0.0,
+    }

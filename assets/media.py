@@ -316,7 +316,13 @@ def item_media_failure_rate(
     missing = set(item_ids) - set(frame["item_id"])
     if missing:
         problems.append(f"{len(missing)} items have no row (e.g. item_id {min(missing)})")
-    # check_result's default severity is ERROR, which is what makes this blocking check stop runs.
+    if summary["failure_rate"] > config.max_failure_rate and summary["top_failure_reasons"]:
+        top = sorted(summary["top_failure_reasons"].items(), key=lambda kv: -kv[1])[:3]
+        problems.append("most frequent poster failures: "
+                        + ", ".join(f"{reason} ({count} items)" for reason, count in top))
+    # item_media has no pre-publish audit (the table is kept whatever the failure rate): this
+    # check is what blocks CLIP. check_result (ERROR severity) fails the step with these
+    # problems — the failure rate, its counts and threshold — as the error the user reads.
     return check_result(
         problems,
         failure_rate=summary["failure_rate"],

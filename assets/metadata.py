@@ -52,12 +52,59 @@ def stats_markdown(stats: Mapping[str, Any], title: str | None = None) -> dg.Met
     return dg.MetadataValue.md("\n".join(lines))
 
 
+#: At most this many problems are spelled out in a failing check's description and error.
+MAX_REASONS = 20
+
+
+def check_reasons(problems: list[str]) -> str:
+    """The problems as a bullet list (the first :data:`MAX_REASONS`, then how many more)."""
+    shown = [f"- {p}" for p in problems[:MAX_REASONS]]
+    if len(problems) > MAX_REASONS:
+        shown.append(f"- ... and {len(problems) - MAX_REASONS} more (the check's metadata "
+                     "'problems' lists them all)")
+    return "\n".join(shown)
+
+
 def check_result(problems: list[str], **metadata: Any) -> dg.AssetCheckResult:
-    """An asset check result that passes when ``problems`` is empty and lists them otherwise."""
-    return dg.AssetCheckResult(
+    """An asset check result that passes when ``problems`` is empty and lists them otherwise.
+
+    Every blocking check returns this (``return check_result(...)``). When it fails inside a
+    running asset check, the reasons — the numbers — are put where a user reads them, not only
+    in the check's metadata: the result's ``description`` (shown with the check, and in the
+    ``ASSET_CHECK_EVALUATION`` log line), an ERROR log line, and the step's failure. Dagster's
+    own error for a failed blocking check, ``DagsterAssetCheckFailedError: 1 blocking asset
+    check failed``, names the check only (``dagster._core.execution.plan.execute_step``), so
+    instead a generator is returned that first yields the failed result (the evaluation is
+    recorded, failed, with all its metadata) and then raises :class:`dagster.Failure` whose
+    description is the reasons: ``dagster job execute`` prints it with the step failure, an
+    in-process run raising on error raises it, and the step's failure keeps the downstream
+    assets from running, as a failed blocking check does. Outside a running asset check (a
+    unit test, an asset's own ``check_results``) a failure is returned as a plain result.
+    """
+    result = dg.AssetCheckResult(
         passed=not problems,
+        description=check_reasons(problems) if problems else None,
         metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"), **metadata},
     )
+    if not problems:
+        return result
+    try:
+        context = dg.AssetCheckExecutionContext.get()
+    except dg.DagsterInvariantViolationError:  # not inside a running asset check
+        return result
+    keys = context.selected_asset_check_keys
+    if not any(spec.blocking for spec in context.check_specs if spec.key in keys):
+        return result
+    names = ", ".join(sorted(f"{key.asset_key.to_user_string()}: {key.name}" for key in keys))
+    reasons = f"blocking check {names} failed:\n{check_reasons(problems)}"
+    context.log.error(reasons)
+
+    def evaluation_then_failure():
+        yield result
+        raise dg.Failure(description=reasons, metadata=result.metadata, allow_retries=False)
+
+    # Dagster iterates a generator that a check function returns (compute_generator.py)
+    return evaluation_then_failure()  # type: ignore[return-value]
 
 
 def png_markdown(figure, alt: str) -> dg.MetadataValue:

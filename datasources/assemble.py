@@ -6,6 +6,13 @@ and our ids agree), and any key seen only in the interactions comes after, in na
 Catalogue entries nobody interacted with are dropped by default: they can never be a positive, so
 in full-ranking evaluation they would only be noise candidates (``keep_inactive`` keeps them).
 Nothing is dropped silently: every removed row is counted in ``AssembledDataset.report``.
+
+A source that publishes its own split gives each parsed row a ``fold`` (train/valid/test; see
+:mod:`datasources.fetch`); the interactions then carry it as a nullable string column ``fold``.
+Without folds there is no such column, and the tables are exactly what they were before folds
+existed. A pair the source puts in two folds is kept once, in the later fold (test over valid
+over train: the published test set stays whole and none of its pairs is trained on), and
+counted (``pairs_in_two_folds``, with a warning).
 """
 
 from __future__ import annotations
@@ -87,6 +94,36 @@ def _number(keys_in_use: pd.Series, catalogue: pd.DataFrame | None, key_col: str
     return table, stats
 
 
+#: Which fold wins when a source puts one pair in two (the later one).
+_FOLD_ORDER = ("train", "valid", "test")
+
+
+def _resolve_folds(frame: pd.DataFrame, report: dict[str, Any]) -> pd.DataFrame:
+    """Give every row of a pair the pair's latest fold (test over valid over train), counting
+    the pairs that were in two folds; the usual duplicate rule then keeps one row per pair."""
+    frame = frame.reset_index(drop=True)
+    rank = frame["fold"].map({name: i for i, name in enumerate(_FOLD_ORDER)})
+    repeated = frame.duplicated(["user_key", "item_key"], keep=False).to_numpy()
+    report["pairs_in_two_folds"] = 0
+    if not repeated.any():
+        return frame
+    rows = frame.loc[repeated, ["user_key", "item_key"]].assign(rank=rank[repeated])
+    by_pair = rows.groupby(["user_key", "item_key"], sort=False)["rank"]
+    n_folds, latest = by_pair.transform("nunique"), by_pair.transform("max")
+    in_two = n_folds > 1
+    n_pairs = int(rows[in_two].drop_duplicates(["user_key", "item_key"]).shape[0])
+    report["pairs_in_two_folds"] = n_pairs
+    if n_pairs:
+        example = rows[in_two].iloc[0]
+        report["warnings"].append(
+            f"{n_pairs} (user, item) pairs are in two of the source's folds (e.g. user "
+            f"{example['user_key']!r}, item {example['item_key']!r}): each is kept once, in the "
+            "later fold (test over valid over train), so no test pair is also a train pair")
+        resolved = latest[in_two].map(dict(enumerate(_FOLD_ORDER)))
+        frame.loc[resolved.index, "fold"] = resolved.to_numpy()
+    return frame
+
+
 def assemble_dataset(
     interactions: pd.DataFrame,
     items: pd.DataFrame | None = None,
@@ -119,6 +156,10 @@ def assemble_dataset(
     report["rows_with_unknown_item_dropped"] = int(null_rows.sum())
     frame = frame[~null_rows]
 
+    has_folds = "fold" in frame.columns
+    if has_folds:
+        frame = _resolve_folds(frame, report)
+
     if frame["ts"].notna().any():
         frame = frame.sort_values("ts", kind="stable", na_position="first")
     duplicated = frame.duplicated(["user_key", "item_key"], keep="last")
@@ -142,6 +183,11 @@ def assemble_dataset(
         }
     )
     out = out.astype({"ts": "Int64", "label": "Int8"})
+    if has_folds:
+        folds = frame["fold"]
+        out["fold"] = folds.where(folds.notna(), None).to_numpy(dtype=object)
+        for name in _FOLD_ORDER:
+            report[f"fold_{name}_pairs"] = int((out["fold"] == name).sum())
     out = out.sort_values(["user_id", "item_id"], kind="stable").reset_index(drop=True)
 
     if "title" not in item_table.columns:

@@ -3,6 +3,13 @@
 A location is an http(s) URL, a ``file://`` URL or a local path, optionally inside a zip archive
 (``<archive>!/<member>``). Downloads go through :class:`datasources.http.HttpClient` (retries,
 cache, checksums, mirrors); archives are extracted once, safely, next to the download cache.
+
+A source that publishes its own split says so with the interactions table's ``folds`` option:
+one fold (``train``, ``valid`` or ``test``) per location, in order, comma-separated (table
+options are strings), e.g. KGAT's ``locations: [train.txt, test.txt]`` with
+``options: {folds: "train,test"}``. Every row read from a location then carries its fold in
+the interactions' ``fold`` column (``strategy: predefined`` of the split uses it); a table
+without the option has no ``fold`` column at all, so its tables are exactly as before.
 """
 
 from __future__ import annotations
@@ -17,6 +24,10 @@ from datasources.assemble import AssembledDataset, assemble_dataset, enrich_item
 from datasources.formats import parse_table
 from datasources.http import HttpClient
 from datasources.registry import KNOWN_CHECKSUMS, TABLE_ROLES, SourceVariant, split_archive_location
+from datasources.split import FOLD_NAMES
+
+#: The table option naming the source's fold of each location (interactions only).
+FOLDS_OPTION = "folds"
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,25 @@ class ResolvedTable:
     locations: tuple[str, ...]
     paths: tuple[Path, ...]
     options: Mapping[str, str] = field(default_factory=dict)
+
+
+def declared_folds(role: str, locations: tuple[str, ...], options: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The fold of each location from the table's ``folds`` option, or None when not declared
+    (an empty value counts as not declared, so a run config can clear an inherited one)."""
+    value = str(options.get(FOLDS_OPTION, "")).strip()
+    if not value:
+        return None
+    if role != "interactions":
+        raise ValueError(f"table {role!r}: option {FOLDS_OPTION!r} is for the interactions table only")
+    folds = tuple(f.strip() for f in value.split(","))
+    unknown = [f for f in folds if f not in FOLD_NAMES]
+    if unknown or len(folds) != len(locations):
+        problem = (f"unknown fold {unknown[0]!r}" if unknown
+                   else f"{len(folds)} folds for {len(locations)} locations")
+        raise ValueError(f"table {role!r}: option {FOLDS_OPTION}={value!r}: {problem}; give one fold "
+                         f"({', '.join(FOLD_NAMES)}) per location, in the order of the locations, "
+                         f"comma-separated (e.g. {FOLDS_OPTION}: \"train,test\")")
+    return folds
 
 
 def resolve_location(location: str, client: HttpClient, extract_root: Path, refresh: bool = False) -> Path:
@@ -57,6 +87,7 @@ def resolve_variant(
         table = variant.tables.get(role)
         if table is None:
             continue
+        declared_folds(role, tuple(table.locations), table.options)  # a bad option fails before any download
         paths = tuple(resolve_location(loc, client, extract_root, refresh) for loc in table.locations)
         resolved[role] = ResolvedTable(role, table.format, table.locations, paths, dict(table.options))
     if "interactions" not in resolved:
@@ -74,7 +105,11 @@ def load_dataset(
     for role, table in resolved.items():
         # item_metadata is parsed with an items parser: it carries item side information.
         parser_role = "items" if role == "item_metadata" else role
-        parts = [parse_table(table.format, parser_role, path, table.options) for path in table.paths]
+        folds = declared_folds(role, table.locations, table.options)
+        options = {k: v for k, v in table.options.items() if k != FOLDS_OPTION}
+        parts = [parse_table(table.format, parser_role, path, options) for path in table.paths]
+        if folds is not None:
+            parts = [part.assign(fold=fold) for part, fold in zip(parts, folds, strict=True)]
         frames[role] = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     items, titles_added = frames.get("items"), 0
     if "item_metadata" in frames:

@@ -18,6 +18,12 @@ How many pairs each part of a user gets (``size_rule``):
   ``r * n`` is between 0 and 1 takes one pair from train while train keeps at least one. A user
   with 2 pairs gets train + test, 3 to 19 pairs exactly one valid and one test pair, 20 pairs
   16/2/2. On datasets of small users this over-represents valid/test (Amazon-Book: 77/11/11).
+
+Strategies (``STRATEGIES``): ``random`` (the above), ``cold_items`` (:func:`split_cold_items`)
+and ``predefined`` (:func:`split_predefined`): the source's own published folds (KGAT's
+train.txt/test.txt) — test is the source's test fold, valid is carved per user from its train
+fold by the rule above with the train:valid ratios renormalised (1/9 of the train fold for
+8:1:1). :func:`split_problems` is the blocking check for all three.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import itertools
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 
 SPLIT_NAMES = ("train", "valid", "test")
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -154,7 +161,7 @@ def split_interactions(
     return parts
 
 
-STRATEGIES = ("random", "cold_items")
+STRATEGIES = ("random", "cold_items", "predefined")
 
 
 def cold_items(item_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -196,3 +203,134 @@ def split_cold_items(
     u = (pair_hash(seed + 3, user_ids, item_ids) >> np.uint64(11)) / float(1 << 53)
     held_out = np.where(u < ratios[1] / (ratios[1] + ratios[2]), 1, 2)
     return np.where(cold, held_out, 0).astype(np.int8)
+
+
+# --------------------------------------------------------------------------- predefined folds
+
+#: The folds a source may declare for its rows (the ``folds`` option of its interactions table).
+FOLD_NAMES = SPLIT_NAMES
+
+
+def _fold_labels(folds) -> np.ndarray:
+    """Fold labels as an object array of ``str``, missing ones (None, NaN, pd.NA) as None."""
+    series = pd.Series(folds, dtype=object)
+    return series.where(series.notna(), None).to_numpy(dtype=object)
+
+
+def split_predefined(
+    user_ids: np.ndarray,
+    item_ids: np.ndarray,
+    folds,
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 2020,
+    size_rule: str = "unbiased",
+) -> np.ndarray:
+    """The source's own split (``strategy: predefined``): part 0/1/2 of every (user, item) pair.
+
+    * test = exactly the pairs of the source's ``test`` fold;
+    * valid = the source's ``valid`` fold when it publishes one (used as is, nothing carved);
+      otherwise carved from each user's ``train``-fold pairs by the random split's seeded
+      per-user rule (:func:`split_interactions`, same ``seed`` and ``size_rule``) with the train
+      and valid ratios renormalised: ``ratios[1] / (ratios[0] + ratios[1])`` of the train fold,
+      1/9 for 8:1:1. ``ratios[2]`` is not used: the test share is what the source published;
+    * train = the rest of the train fold (a user keeps at least one train pair, as always).
+
+    ``(user, item)`` pairs must be unique (the assembler keeps a pair that a source puts in two
+    folds once, in the later fold: test over valid over train). Deterministic: the carving
+    depends on ``seed`` and the pairs, never on row order. A pair without a fold is an error.
+    """
+    user_ids = np.asarray(user_ids, dtype=np.int64)
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    folds = _fold_labels(folds)
+    if not user_ids.shape == item_ids.shape == folds.shape:
+        raise ValueError("user_ids, item_ids and folds must have the same shape")
+    ratios = [float(r) for r in ratios]
+    if len(ratios) < 2 or ratios[0] <= 0 or ratios[1] < 0:
+        raise ValueError(f"predefined needs train/valid ratios (train > 0, valid >= 0), got {ratios}")
+    unknown = ~np.isin(folds, np.array(FOLD_NAMES, dtype=object))
+    if unknown.any():
+        named = [f for f in folds[unknown] if f is not None]
+        raise ValueError(
+            f"{int(unknown.sum())} pairs have no fold or an unknown one"
+            + (f" (e.g. {named[0]!r})" if named else "")
+            + f": a predefined split needs every pair in one of {', '.join(FOLD_NAMES)}")
+    parts = np.full(len(folds), 2, dtype=np.int8)
+    parts[folds == "valid"] = 1
+    train = folds == "train"
+    if (folds == "valid").any() or ratios[1] == 0:
+        parts[train] = 0
+    elif train.any():
+        parts[train] = split_interactions(user_ids[train], item_ids[train], (ratios[0], ratios[1]),
+                                          seed, size_rule)
+    return parts
+
+
+def predefined_split_problems(
+    split: pd.DataFrame, folds: pd.DataFrame, ratios: Sequence[float], tolerance: float = 0.01,
+    size_rule: str = "unbiased",
+) -> tuple[list[str], dict[str, float]]:
+    """What must hold for a predefined split (``split``: user_id, item_id, split; ``folds``:
+    user_id, item_id, fold of the interactions): no pair in two parts, test exactly the test
+    fold, valid only from the train fold (or exactly the source's valid fold), and the valid
+    share of the train fold within ``tolerance`` of what the size rule gives these users'
+    train-fold counts with ratios ``ratios[0]:ratios[1]`` (three binomial standard deviations
+    at least, as in :func:`datasources.validate.check_split`)."""
+    from datasources.validate import check_split  # validate imports this module
+
+    if split.empty:
+        return ["the split is empty: no positive interaction to split"], {}
+    problems = []
+    dupes = split.duplicated(["user_id", "item_id"])
+    if dupes.any():
+        problems.append(f"{int(dupes.sum())} (user, item) pairs appear in more than one part (leak)")
+    joined = split.merge(folds[["user_id", "item_id", "fold"]], on=["user_id", "item_id"], how="left")
+    fold, part = joined["fold"], joined["split"]
+    for name, wrong in (("test", (part == "test") != (fold == "test")),
+                        ("valid", (part == "valid") & ~fold.isin(["train", "valid"]))):
+        if wrong.any():
+            row = joined[wrong].iloc[0]
+            problems.append(f"{int(wrong.sum())} pairs break the source's {name} fold (e.g. user "
+                            f"{row['user_id']}, item {row['item_id']}: fold {row['fold']!r}, "
+                            f"split {row['split']!r})")
+    shares = {k: float(v) for k, v in part.value_counts(normalize=True).items()}
+    shares["predefined"] = 1.0
+    published_valid = bool((fold == "valid").any())
+    if published_valid:
+        wrong = (part == "valid") != (fold == "valid")
+        if wrong.any():
+            problems.append(f"{int(wrong.sum())} pairs differ from the source's valid fold")
+        return problems, shares
+    in_train = joined[fold == "train"]
+    if len(in_train):
+        train_problems, train_shares = check_split(in_train, list(ratios)[:2], tolerance, size_rule)
+        problems += [f"train fold: {p}" for p in train_problems if "leak" not in p]
+        shares["valid_of_train_fold"] = float(train_shares.get("valid", 0.0))
+    return problems, shares
+
+
+def _interaction_folds(tables) -> pd.DataFrame | None:
+    """The interactions' (user_id, item_id, fold), or None when the source declared no fold."""
+    import pyarrow as pa
+
+    try:
+        frame = tables.read_pandas("interactions", ["user_id", "item_id", "fold"])
+    except (pa.ArrowInvalid, KeyError):  # no fold column: the source declares no fold
+        return None
+    return frame if frame["fold"].notna().any() else None
+
+
+def split_problems(tables, ratios: Sequence[float], tolerance: float = 0.01,
+                   size_rule: str = "unbiased") -> tuple[list[str], dict[str, float]]:
+    """The split's blocking check on a table reader (``read``/``read_pandas``), whatever the
+    strategy: a split whose test pairs are exactly the interactions' declared ``test`` fold is
+    a predefined one (:func:`predefined_split_problems`); any other goes to
+    :func:`datasources.validate.check_split` (random, and cold_items, which it recognises)."""
+    from datasources.validate import check_split
+
+    split = tables.read_pandas("split")
+    folds = _interaction_folds(tables)
+    if folds is not None and not split.empty:
+        joined = split[["user_id", "item_id", "split"]].merge(folds, on=["user_id", "item_id"], how="left")
+        if ((joined["split"] == "test") == (joined["fold"] == "test")).all():
+            return predefined_split_problems(split, folds, ratios, tolerance, size_rule)
+    return check_split(split, ratios, tolerance, size_rule)

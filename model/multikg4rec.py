@@ -90,11 +90,27 @@ class MultiKG4Rec(TransRLossMixin, Recommender):
                 self.notes.append(f"{variant}: modality {m!r} absent from the data: its "
                                   "graph is dropped and its keys are masked")
         if wanted and not available:
-            self.notes.append(f"{variant}: no modality available: only the ID graph remains")
+            self.notes.append(f"{variant}: no modality available: {self._id_only_model()}")
         if available and data.seq_node is None:
             raise ValueError("Multi-KG4Rec needs the neighbor_sequences table (materialize the "
                              "neighbors stage)")
         return available
+
+    def _id_only_model(self) -> str:
+        """What the model is when no modality is left: its ID graph and propagation alone."""
+        c = self.config
+        how = f"{c.aggregator} aggregator, {c.edge_weight} edge weights"
+        if c.graph == "interactions":
+            model = ("identical to LightGCN over the train interactions"
+                     if (c.aggregator, c.edge_weight) == ("light", "symmetric")
+                     else f"ID embeddings propagated over the train user–item graph ({how})")
+            return (f"the model is {model}: with graph=interactions the KG reaches the model "
+                    "only through the modalities' BFS sequences, so the KG is not used (unless "
+                    "kg_loss trains TransR on it)")
+        model = ("KGAT" if (c.aggregator, c.edge_weight) == ("bi", "attention")
+                 else f"KGAT-like ({how})")
+        return (f"the model is {model}: ID embeddings propagated over the collaborative KG "
+                "(train interactions + KG triples), no content")
 
     def _build_propagation(self, config: ModelConfig) -> None:
         d = config.embed_dim

@@ -72,3 +72,21 @@ def test_item_metadata_fills_missing_titles_only():
     out, gained = enrich_items(items, meta)
     assert out["title"].tolist()[:2] == ["Filled", "Kept"] and pd.isna(out["title"].iloc[2]) and gained == 1
     assert out["year"].tolist()[:2] == [2001, 2002] and out["genres"].tolist()[0] == ["Books"]
+
+
+def test_declared_folds_become_a_fold_column_and_a_pair_in_two_folds_stays_in_test():
+    train = _interactions([("1", "a", None, None), ("1", "b", None, None), ("2", "a", None, None)])
+    test = _interactions([("1", "b", None, None), ("2", "c", None, None)])
+    inter = pd.concat([test.assign(fold="test"), train.assign(fold="train")])  # test first: order is no matter
+    out = assemble_dataset(inter)
+    user_keys = out.users.set_index("user_id").loc[out.interactions.user_id, "user_key"]
+    item_keys = out.items.set_index("item_id").loc[out.interactions.item_id, "item_key"]
+    folds = dict(zip(zip(user_keys, item_keys, strict=True), out.interactions.fold, strict=True))
+    assert folds == {("1", "a"): "train", ("1", "b"): "test", ("2", "a"): "train", ("2", "c"): "test"}
+    assert out.report["pairs_in_two_folds"] == 1 and out.report["duplicate_pairs_dropped"] == 1
+    assert (out.report["fold_train_pairs"], out.report["fold_test_pairs"]) == (2, 2)
+    assert any("in two of the source's folds" in w and "'1'" in w for w in out.report["warnings"])
+    # without folds the table has no fold column at all (exactly the tables of before)
+    plain = assemble_dataset(pd.concat([train, test]))
+    assert list(plain.interactions.columns) == ["user_id", "item_id", "rating", "ts", "label"]
+    assert "pairs_in_two_folds" not in plain.report

@@ -124,6 +124,127 @@ def test_amazon_book_from_kgat_raw_files(server, data_dir, monkeypatch):
     assert items["item_key"].iloc[0] == "1000000000" and items["freebase_mid"].iloc[1] == "m.01"
 
 
+def _check_evaluation(result: dg.ExecuteInProcessResult, name: str):
+    [evaluation] = [e.event_specific_data for e in result.all_events
+                    if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                    and e.event_specific_data.asset_check_key.name == name]
+    return evaluation
+
+
+def test_the_split_check_uses_what_the_split_was_built_with(server, data_dir, monkeypatch):
+    """Non-default ratios and size_rule pass the audit before publish AND the asset check after
+    (the check reads them from the run that built the split); a check config that contradicts
+    the split fails, with the numbers in the step's failure."""
+    _mirror(monkeypatch, server)
+    _serve_grouplens(server, "ml-100k.zip", fixtures.ml100k_files(n_users=30, n_items=40))
+    instance = dg.DagsterInstance.ephemeral()
+    built = {"ops": {"split": {"config": {"ratios": [0.6, 0.2, 0.2], "size_rule": "recbole"}}}}
+    result = defs.resolve_job_def("ingest").execute_in_process(
+        partition_key="ml-100k", run_config=built, instance=instance)
+    assert result.success
+    evaluation = _check_evaluation(result, "split_leak_free_and_balanced")
+    assert evaluation.passed
+    assert evaluation.metadata["ratios"].value == [0.6, 0.2, 0.2]
+    assert evaluation.metadata["size_rule"].value == "recbole"
+    assert "run config of run" in evaluation.metadata["built_with"].value
+    assert abs(evaluation.metadata["share_train"].value - 0.6) < 0.05
+
+    # the check alone, in a later run with no split config: the published split's own settings
+    alone = defs.resolve_job_def("ingest").execute_in_process(
+        partition_key="ml-100k", op_selection=["split_split_leak_free_and_balanced"], instance=instance)
+    evaluation = _check_evaluation(alone, "split_leak_free_and_balanced")
+    assert alone.success and evaluation.passed
+    assert {e.step_key for e in alone.all_events if e.event_type_value == "STEP_START"} == {
+        "split_split_leak_free_and_balanced"}
+    assert result.run_id in evaluation.metadata["built_with"].value
+
+    # a check config that contradicts the split: a failed check whose numbers the failure shows
+    contradicted = {"ops": {**built["ops"], "split_split_leak_free_and_balanced": {
+        "config": {"ratios": [0.8, 0.1, 0.1], "size_rule": "unbiased"}}}}
+    result = defs.resolve_job_def("ingest").execute_in_process(
+        partition_key="ml-100k", run_config=contradicted, instance=instance, raise_on_error=False)
+    assert not result.success
+    assert not _check_evaluation(result, "split_leak_free_and_balanced").passed
+    shown = result.failure_data_for_node("split_split_leak_free_and_balanced").error.to_string()
+    assert "Failure: blocking check split: split_leak_free_and_balanced failed" in shown
+    assert "train share 0.6" in shown and "from 0.8" in shown
+
+
+def _kgat_with_folds(tmp_path: Path, n_users: int = 30, n_items: int = 40) -> tuple[dict, set, set]:
+    """KGAT-format train.txt/test.txt (plus the lists) in tmp: 10 train and 3 test pairs per
+    user, and one pair (user 0, item 0) in both files. Returns the run config's tables and the
+    train/test pairs as (user index, item index)."""
+    train, test = {}, {}
+    for u in range(n_users):
+        items = [(u * 7 + k) % n_items for k in range(13)]
+        train[u], test[u] = items[:10], items[10:]
+    test[0] = [*test[0], train[0][0]]  # published in both folds
+    files = fixtures.kgat_files(n_users=n_users, n_items=n_items)
+    files["train.txt"] = "".join(f"{u} {' '.join(map(str, i))}\n" for u, i in train.items()).encode()
+    files["test.txt"] = "".join(f"{u} {' '.join(map(str, i))}\n" for u, i in test.items()).encode()
+    for name, payload in files.items():
+        (tmp_path / name).write_bytes(payload)
+    tables = {
+        # two locations, as declared: they inherit the dataset file's folds "train,test"
+        "interactions": {"locations": [str(tmp_path / "train.txt"), str(tmp_path / "test.txt")]},
+        "items": {"locations": [str(tmp_path / "item_list.txt")]},
+        "users": {"locations": [str(tmp_path / "user_list.txt")]},
+    }
+    pairs = lambda fold: {(u, i) for u, items in fold.items() for i in items}  # noqa: E731
+    return tables, pairs(train), pairs(test)
+
+
+def test_amazon_book_predefined_split_keeps_the_kgat_test_file(data_dir, tmp_path):
+    tables, train_pairs, test_pairs = _kgat_with_folds(tmp_path)
+    run_config = {"ops": {"source_files": {"config": {"datasets": {"amazon-book": {"tables": tables}}}},
+                          "split": {"config": {"strategy": "predefined", "seed": 11}}}}
+    result = _run("amazon-book", run_config)
+    assert result.success
+    assert all(_checks_passed(result).values()) and "split_leak_free_and_balanced" in _checks_passed(result)
+
+    lake = Lake(data_dir)
+    interactions = lake.read_pandas("amazon-book", "interactions")
+    assert len(interactions) == len(train_pairs | test_pairs) == 30 * 13
+    # KGAT indices are our ids (both lists ordered by remap id)
+    fold_of = {(u, i): f for u, i, f in interactions[["user_id", "item_id", "fold"]].itertuples(index=False)}
+    assert {p for p, f in fold_of.items() if f == "test"} == test_pairs
+    assert fold_of[(0, 0)] == "test"  # the pair in both files stays in test, counted:
+    meta = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("source_files")}
+    assert meta["interactions"]["pairs_in_two_folds"].value == 1
+    assert meta["interactions"]["n_fold_test"].value == len(test_pairs)
+
+    split = lake.read_pandas("amazon-book", "split")
+    part_of = {(u, i): s for u, i, s in split[["user_id", "item_id", "split"]].itertuples(index=False)}
+    assert {p for p, s in part_of.items() if s == "test"} == test_pairs
+    valid = {p for p, s in part_of.items() if s == "valid"}
+    assert valid and valid <= train_pairs - test_pairs
+    split_meta = result.asset_materializations_for_node("split")[0].metadata
+    assert split_meta["strategy"].value == "predefined"
+    assert split_meta["n_test"].value == len(test_pairs) and split_meta["n_fold_test"].value == len(test_pairs)
+    assert 0.05 < split_meta["valid_share_of_train_fold"].value < 0.2
+
+    # the fold column reaches the warehouse views
+    rows = Warehouse(data_dir / "warehouse.duckdb", lake).query(
+        "SELECT fold, count(*) AS n FROM interactions WHERE dataset = 'amazon-book' GROUP BY ALL").to_pylist()
+    assert {r["fold"]: r["n"] for r in rows} == {"train": len(train_pairs - test_pairs), "test": len(test_pairs)}
+
+    # the same run again: the split is seeded, so identical
+    assert _run("amazon-book", run_config).success
+    assert lake.read_pandas("amazon-book", "split").equals(split)
+
+
+def test_predefined_split_without_declared_folds_says_what_to_declare(data_dir, tmp_path):
+    tables, _, _ = _kgat_with_folds(tmp_path)
+    tables["interactions"]["options"] = {"folds": ""}  # clear the dataset file's folds
+    run_config = {"ops": {"source_files": {"config": {"datasets": {"amazon-book": {"tables": tables}}}},
+                          "split": {"config": {"strategy": "predefined"}}}}
+    result = _run("amazon-book", run_config, raise_on_error=False)
+    assert not result.success
+    assert "fold" not in Lake(data_dir).read_pandas("amazon-book", "interactions").columns
+    message = _user_error(result, "split").message
+    assert "amazon-book" in message and "declare no fold" in message and 'folds: "train,test"' in message
+
+
 def test_checksum_mismatch_fails_and_writes_nothing(server, data_dir, monkeypatch):
     _mirror(monkeypatch, server)
     _serve_grouplens(server, "ml-100k.zip", fixtures.ml100k_files(), md5_of=b"something else")

@@ -154,6 +154,29 @@ def test_table1_and_names_kinds(small: KGResult) -> None:
     assert ent.loc["satori:101", "name"] is None
 
 
+def test_items_joined_through_item_keys_count_as_linked() -> None:
+    """Metadata triples name items directly (``item:<key>``), with no link row: those items
+    are joined to the KG, and Table 1 says so."""
+    items = make_items(["1", "2", "3", "4"])
+    meta = triples_df([("item:1", "genre", "g:a"), ("item:2", "genre", "g:a"),
+                       ("item:3", "genre", "g:b"), ("item:4", "genre", "g:b")])
+    result = build_kg(items, [], [("movielens", meta, None)])
+    overall = result.stats["overall"]
+    assert len(result.item_links) == 0
+    assert overall["n_items_linked"] == 4 and overall["share_items_linked"] == 1.0
+    assert overall["n_items_with_kg_neighbours"] == 4
+    assert result.table1().iloc[0]["n_items_linked"] == 4
+
+    # a linked key (item 1) plus an item:<key> triple (item 3); item 2 has a link but no kept
+    # triple (still linked), item 4 nothing
+    mixed = build_kg(items, [("kb4rec", links_df([("1", "m.a"), ("2", "m.b")]))],
+                     [("freebase", triples_df([("m.a", "film.genre", "m.g")]), None),
+                      ("movielens", triples_df([("item:3", "genre", "g:b")]), None)])
+    assert mixed.stats["overall"]["n_items_linked"] == 3
+    assert mixed.stats["overall"]["share_items_linked"] == pytest.approx(0.75)
+    assert mixed.stats["overall"]["n_items_with_kg_neighbours"] == 2
+
+
 def test_name_and_kind_priority() -> None:
     items = make_items(["1"], titles=[None])
     src_names = pd.DataFrame(

@@ -50,6 +50,37 @@ def test_views_have_a_dataset_column_and_follow_new_files(tmp_path):
     assert warehouse.query("SELECT count(*) AS n FROM users WHERE dataset = 'ml-100k'").to_pylist() == [{"n": 3}]
 
 
+def _write_dataset(lake: Lake, dataset: str, interactions: pd.DataFrame) -> None:
+    with lake.transaction(dataset) as tx:
+        tx.write("users", pd.DataFrame({"user_id": [0, 1], "user_key": ["a", "b"]}))
+        tx.write("items", pd.DataFrame({"item_id": [0, 1, 2], "item_key": ["x", "y", "z"]}))
+        tx.write("interactions", interactions)
+
+
+def test_dataset_stats_counts_positive_interactions_only(tmp_path):
+    """Rows with label 0 are sampled negatives, not interactions: Table 1 counts label NULL
+    or 1; a dataset without a label column counts every row."""
+    lake = Lake(tmp_path)
+    _write_dataset(lake, "ctr", pd.DataFrame({
+        "user_id": [0, 0, 0, 1, 1, 1], "item_id": [0, 1, 2, 0, 1, 2],
+        "label": pd.array([1, 0, 0, 1, None, 0], dtype="Int8")}))
+    _write_dataset(lake, "implicit", pd.DataFrame({"user_id": [0, 1, 1], "item_id": [0, 1, 2]}))
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb", lake)
+    warehouse.refresh_views()
+    rows = {r["dataset"]: r for r in warehouse.query("SELECT * FROM dataset_stats").to_pylist()}
+    assert rows["ctr"]["n_interactions"] == 3 and rows["ctr"]["n_negative_rows"] == 3
+    assert rows["ctr"]["density"] == pytest.approx(3 / 6)
+    assert rows["implicit"]["n_interactions"] == 3 and rows["implicit"]["n_negative_rows"] == 0
+
+    # no partition has a label column at all: every row is an interaction
+    only_implicit = Lake(tmp_path / "other")
+    _write_dataset(only_implicit, "implicit", pd.DataFrame({"user_id": [0, 1], "item_id": [0, 1]}))
+    other = Warehouse(tmp_path / "other.duckdb", only_implicit)
+    other.refresh_views()
+    [row] = other.query("SELECT * FROM dataset_stats").to_pylist()
+    assert row["n_interactions"] == 2 and row["sparsity"] == pytest.approx(1 - 2 / 6)
+
+
 def test_cli_runs_sql_and_reports_errors(tmp_path, capsys):
     Lake(tmp_path).write("ml-1m", "items", pd.DataFrame({"item_id": [0], "item_key": ["1"], "title": ["Toy Story"]}))
     assert cli_main(["--data-dir", str(tmp_path), "SELECT dataset, title FROM items"]) == 0

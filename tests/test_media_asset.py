@@ -188,6 +188,11 @@ def test_failure_rate_over_threshold_blocks_downstream(server, data_dir, tmp_pat
     )
     assert "not_found" in evaluation.metadata["poster_status"].value
     assert not result.asset_materializations_for_node("after_media")  # blocked
+    # the numbers are in the step's failure, not only in the check's metadata
+    shown = result.failure_data_for_node("item_media_failure_rate").error.to_string()
+    assert "blocking check item_media: failure_rate failed" in shown
+    assert "poster failure rate 75.0% (3 of 4 fetched) exceeds 25.0%" in shown
+    assert "most frequent poster failures: " in shown and "(3 items)" in shown
     frame = Lake(data_dir).read_pandas(DATASET, "item_media")  # the table itself is still written
     assert len(frame) == n and list(frame["poster_status"]) == [
         "ok",

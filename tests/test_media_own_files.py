@@ -81,7 +81,7 @@ def test_bad_own_files_name_file_and_line(tmp_path):
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "A1.jpg").write_bytes(b"x")
     (tmp_path / "folder" / "A1.png").write_bytes(b"x")
-    with pytest.raises(ValueError, match="item 'A1' has two images: A1.jpg and A1.png"):
+    with pytest.raises(ValueError, match=r"item 'A1' has two images: A1\.jpg and A1\.png"):
         scan_image_folder(tmp_path / "folder")
 
 

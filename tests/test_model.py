@@ -134,6 +134,32 @@ def test_modality_absent_for_the_whole_dataset_degrades_to_kgat(text_only):
     assert (mass[:, 0] == 0).all() and torch.allclose(mass[:, 1], torch.ones(text_only.n_items))
 
 
+def test_no_modality_at_all_the_note_says_what_the_model_is():
+    tables = synthetic_tables(n_users=30, n_items=40, n_pairs=500, n_attributes=10,
+                              n_triples=80, sequence_length=6, seed=3)
+    data = build_data({**tables, "clip_features": None})
+    full = make("full", data).eval()
+    [note] = full.notes
+    assert full.graphs == ("id",)
+    assert note.startswith("full: no modality available: the model is identical to LightGCN "
+                           "over the train interactions")
+    assert "the KG reaches the model only through the modalities' BFS sequences" in note
+    # and it is: the same embeddings give LightGCN's scores
+    lightgcn = make("lightgcn", data).eval()
+    ids = full.node_embedding.weight.data
+    lightgcn.embedding.weight.data = torch.cat([ids[data.n_entities:], ids[: data.n_items]])
+    full.refresh_attention()
+    for a, b in zip(full(), lightgcn(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    # graph=ckg: KGAT's propagation over the collaborative KG
+    [note] = make("full", data, **PAPER_PROPAGATION).notes
+    assert note.startswith("full: no modality available: the model is KGAT: ID embeddings "
+                           "propagated over the collaborative KG (train interactions + KG triples)")
+    [note] = make("no_text", data, graph="ckg").notes
+    assert "no_text: no modality available: the model is KGAT-like (light aggregator, symmetric " \
+           "edge weights): ID embeddings propagated over the collaborative KG" in note
+
+
 def _step_loss(model, data, users, pos, neg, kg):
     bpr, reg = model.bpr_loss(users, pos, neg)
     loss = bpr + 1e-4 * reg + 0.01 * model.align_loss(users, pos, neg)

@@ -23,15 +23,28 @@ __all__ = ["TABLE_NAME", "Warehouse", "quote_identifier", "quote_literal"]
 
 # Derived views over the lake views. Each is created only when the tables it reads exist.
 DERIVED_VIEWS: dict[str, tuple[tuple[str, ...], str]] = {
-    # The paper's Table 1 (interaction part) per dataset.
+    # The paper's Table 1 (interaction part) per dataset. n_interactions counts POSITIVE
+    # interactions only: rows with label NULL (implicit feedback) or 1; rows with label 0 are
+    # sampled negatives (e.g. a CTR log's impressions), counted apart in n_negative_rows and
+    # left out of the density. An interactions table without a label column counts every row:
+    # the UNION ALL BY NAME with an empty row gives it an all-NULL label.
     "dataset_stats": (
         ("users", "items", "interactions"),
         """
         SELECT i.dataset,
-               u.n_users, it.n_items, i.n_interactions,
+               u.n_users, it.n_items,
+               i.n_interactions,   -- positives only: label NULL or 1
+               i.n_negative_rows,  -- label 0 (sampled negatives), not interactions
                i.n_interactions / (u.n_users * it.n_items)::DOUBLE AS density,
                1 - i.n_interactions / (u.n_users * it.n_items)::DOUBLE AS sparsity
-        FROM (SELECT dataset, count(*) AS n_interactions FROM interactions GROUP BY ALL) i
+        FROM (SELECT dataset,
+                     count(*) FILTER (WHERE label IS NULL OR label = 1) AS n_interactions,
+                     count(*) FILTER (WHERE label = 0) AS n_negative_rows
+              FROM (SELECT dataset, label FROM (
+                      SELECT * FROM interactions
+                      UNION ALL BY NAME SELECT NULL::VARCHAR AS dataset, NULL::TINYINT AS label
+                      WHERE false))
+              GROUP BY ALL) i
         JOIN (SELECT dataset, count(*) AS n_users FROM users GROUP BY ALL) u USING (dataset)
         JOIN (SELECT dataset, count(*) AS n_items FROM items GROUP BY ALL) it USING (dataset)
         ORDER BY dataset

@@ -28,16 +28,23 @@ def to_json_scalars(value: Any) -> Any:
 def overall_stats(
     item_links: pd.DataFrame, kept: KeptGraph, n_entities: int, n_relations: int, n_triples: int
 ) -> dict[str, Any]:
-    """Table-1 counts of the whole graph; ``n_triples`` includes reverses, if added."""
+    """Table-1 counts of the whole graph; ``n_triples`` includes reverses, if added.
+
+    An item counts as linked (``n_items_linked``) when the KG reaches it at all: a link source
+    maps a key to it, or a kept triple names it as an item entity — which is also how the
+    ``item:<item_key>`` route of metadata triples joins an item, without any link row. Items
+    with KG neighbours are those of the second kind only (a linked key may have no kept triple).
+    """
     n_items = kept.n_items
     head_id, tail_id = kept.head_id, kept.tail_id
     items_touched = np.unique(
         np.concatenate([head_id[head_id < n_items], tail_id[tail_id < n_items]])
     )
+    linked = np.union1d(item_links["item_id"].to_numpy(np.int64), items_touched)
     return {
         "n_items": n_items,
-        "n_items_linked": int(item_links["item_id"].nunique()),
-        "share_items_linked": item_links["item_id"].nunique() / n_items if n_items else 0.0,
+        "n_items_linked": len(linked),
+        "share_items_linked": len(linked) / n_items if n_items else 0.0,
         "n_entities": n_entities,
         "n_attribute_entities": n_entities - n_items,
         "n_relations": n_relations,

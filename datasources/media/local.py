@@ -217,7 +217,11 @@ class LocalMetadata:
         images: Mapping[str, str] | None = None,
         image_folder: str | Path | None = None,
     ) -> LocalMetadata:
-        from datasources.media.own_files import read_descriptions, read_image_list, scan_image_folder
+        from datasources.media.own_files import (
+            read_descriptions,
+            read_image_list,
+            scan_image_folder,
+        )
 
         return cls(
             omdb=read_omdb_records(omdb_records) if omdb_records else {},
