@@ -216,7 +216,8 @@ def parse_dataset_file(path: Path) -> DatasetDeclaration:
     if "tsv" not in variants:
         variants["tsv"] = DeclaredVariant(
             "tsv", "Your own interactions as a tab-separated file with a header "
-            "(options: user_col, item_col, rating_col, ts_col, label_col, delimiter, null_item).",
+            "(options: user_col, item_col, rating_col, ts_col, label_col, threshold, delimiter, "
+            "null_item).",
             "native", {"interactions": DeclaredTable("tsv", ("interactions.tsv",), {})})
     checksums = {}
     for url, spec in read.mapping(top.get("checksums"), "checksums").items():
@@ -251,6 +252,7 @@ def _variants(read: _Reader, value: Any, parsers: Mapping) -> dict[str, Declared
                 raise read.fail(f"{tfield}.format", f"{fmt!r} parses {parsers[fmt].role}, not {role}")
             options = {str(k): read.text(v, f"{tfield}.options.{k}")
                        for k, v in read.mapping(t.get("options"), f"{tfield}.options").items()}
+            _check_table_options(read, fmt, role, options, f"{tfield}.options")
             tables[role] = DeclaredTable(fmt, read.located(t.get("locations"), f"{tfield}.locations",
                                                            allow_empty=False), options)
         if "interactions" not in tables:
@@ -261,6 +263,20 @@ def _variants(read: _Reader, value: Any, parsers: Mapping) -> dict[str, Declared
     if not variants:
         raise read.fail("variants", "declare at least one variant")
     return variants
+
+
+def _check_table_options(read: _Reader, fmt: str, role: str, options: Mapping[str, str], field: str) -> None:
+    """The format's own options (``datasources.formats.check_options``), plus ``folds`` on an
+    interactions table (the release's own split, read by ``datasources.fetch``)."""
+    from datasources.formats import check_options
+
+    own = {k: v for k, v in options.items() if not (role == "interactions" and k == "folds")}
+    try:
+        check_options(fmt, own, field)
+    except ValueError as exc:
+        message = str(exc).removeprefix(f"{field}: ")
+        bad = next((k for k in own if f"option {k!r}" in message), None)
+        raise read.fail(f"{field}.{bad}" if bad else field, message) from None
 
 
 def _kg_source(read: _Reader, value: Any, field: str) -> DeclaredKGSource:

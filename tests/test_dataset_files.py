@@ -103,3 +103,19 @@ def test_a_users_folder_adds_a_partition_and_a_bad_kg_kind_is_named(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "kg.sources[0].kind: unknown KG source kind 'triples.recbol' (did you mean 'triples.recbole'?)" in out.stderr
+
+
+def test_a_misspelled_table_option_names_file_field_and_the_near_miss(tmp_path):
+    path = tmp_path / "shop.yaml"
+    path.write_text("name: shop\nvariants:\n  files:\n    tables:\n"
+                    "      interactions: {format: csv, locations: [p.csv], options: {user_col: c, ratng_col: s}}\n")
+    with pytest.raises(DatasetFileError) as error:
+        parse_dataset_file(path)
+    assert str(error.value).startswith(
+        f"{path}: variants.files.tables.interactions.options.ratng_col: format 'csv' has no option "
+        "'ratng_col'")
+    assert "did you mean 'rating_col'?" in str(error.value)
+    # the release's own folds are an interactions option of every format
+    path.write_text("name: shop\nvariants:\n  files:\n    tables:\n"
+                    "      interactions: {format: kgat.pairs, locations: [a, b], options: {folds: 'train,test'}}\n")
+    assert parse_dataset_file(path).variants["files"].tables["interactions"].options == {"folds": "train,test"}
