@@ -146,7 +146,7 @@ def test_the_split_check_uses_what_the_split_was_built_with(server, data_dir, mo
     assert evaluation.passed
     assert evaluation.metadata["ratios"].value == [0.6, 0.2, 0.2]
     assert evaluation.metadata["size_rule"].value == "recbole"
-    assert "run config of run" in evaluation.metadata["built_with"].value
+    assert "metadata of split's materialization" in evaluation.metadata["built_with"].value
     assert abs(evaluation.metadata["share_train"].value - 0.6) < 0.05
 
     # the check alone, in a later run with no split config: the published split's own settings
