@@ -4,7 +4,9 @@ Assets (per dataset partition, group ``training``):
 
 * ``trained_model`` (+ ``training_runs``, ``metrics``): trains the ``TrainConfig.variant`` on
   the lake tables, writes a resumable checkpoint under ``<data_dir>/models/``, and appends the
-  run and its metrics (final + learning curves) to the warehouse.
+  run and its metrics (final + learning curves) to the warehouse. By default the training runs
+  out of the Dagster process: ``python -m model.job`` launched through Dagster Pipes
+  (``TrainConfig.launch``; ``in_process`` runs the same job in the step's process).
 * ``recommendations``: the top-k unseen items of every user, from the latest run.
 * ``modality_preferences``: per-user visual vs text attention weights (the paper's Fig. 4).
 * ``paper_tables``: Tables 2–4 over the latest run of every dataset × variant.
@@ -13,7 +15,12 @@ The bodies are thin: the model, the trainer and the evaluator live in ``model/``
 statement in ``warehouse.runs``.
 """
 
-from typing import TYPE_CHECKING
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 import pandas as pd
@@ -33,11 +40,15 @@ from assets.metadata import png_markdown, stats_markdown, table_metadata
 from assets.partitions import Stage
 from assets.resources import LakeResource, WarehouseResource
 from model.config import FUSION_VARIANTS, TrainSettings
+from model.job import METRIC_COLUMNS, PATH_KEYS, RESULT_FILE, JobConfig, asset_metadata, run_job
 from warehouse.runs import RunStore
 
 if TYPE_CHECKING:
     from model.data import RecData
     from warehouse.lake import Snapshot
+
+#: The checkout the training job is launched from (its ``model`` package is the child's).
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 STAGE = Stage(group="training", owners=("team:ml",))
 INPUT_DEPS = ["split", "entities", "relations", "kg_triples", "clip_features",
@@ -49,6 +60,10 @@ class TrainConfig(config_fields(TrainSettings, dg.Config)):
     paper's settings where it gives them), plus whether to resume."""
 
     resume: bool = Field(default=True, description="Continue an interrupted run with the same config.")
+    launch: Literal["subprocess", "in_process"] = Field(
+        default="subprocess", description="subprocess: train in `python -m model.job`, launched "
+        "through Dagster Pipes (logs and results stream back; a crash fails the step with the "
+        "job's message; cancelling the run stops it). in_process: train in the step's process.")
 
     def settings(self) -> TrainSettings:
         return to_settings(TrainSettings, self)
@@ -84,64 +99,85 @@ def load_training_data(lake: LakeResource, dataset: str, version: int | None = N
     can_subset=True,
 )
 def trained_model(context: dg.AssetExecutionContext, config: TrainConfig, lake: LakeResource,
-                  warehouse: WarehouseResource):
-    # torch and the model are imported when a step runs, not when the code location loads
-    from model.report import metric_rows, new_run_id, run_row
-    from model.train import train
-
+                  warehouse: WarehouseResource, pipes_subprocess_client: dg.PipesSubprocessClient):
     dataset = context.partition_key
     settings = config.settings()
-    data, snapshot = load_training_data(lake, dataset)
-    out_dir = lake.root / "models" / dataset / settings.variant / settings.config_hash()
-    context.log.info(f"{dataset}/{settings.variant}: {data.summary()}")
-    result = train(settings, data, out_dir, resume=config.resume, log=context.log.info)
-
-    run_id = new_run_id(dataset, settings.variant, result.config_hash)
-    run = run_row(run_id, dataset, result, source="dagster") | {"lake_version": snapshot.version}
-    rows = metric_rows(result)
-    lake.lake().pin(snapshot, run_id)  # the data of every run stays readable (time travel)
-    store = RunStore(warehouse.warehouse())
-    store.record_run(run, rows)
+    selected = sorted(key.to_user_string() for key in context.selected_asset_keys)
+    where = warehouse.warehouse()
+    job = JobConfig(dataset=dataset, data_dir=str(lake.root), settings=settings,
+                    resume=config.resume, report_assets=tuple(selected), source="dagster",
+                    out_dir=str(lake.root / "models" / dataset / settings.variant
+                                / settings.config_hash()),
+                    warehouse={"path": str(where.path), "data_dir": str(where.lake.data_dir)})
+    if config.launch == "in_process":
+        summary = run_job(job, log=context.log.info)
+        reported = {key: _typed(values) for key, values in asset_metadata(summary).items()}
+    else:
+        summary, reported = _launch(context, pipes_subprocess_client, job)
     warehouse.ensure_views(context.log)
+    yield from _training_results(summary, reported, selected)
 
-    test = {k: v for k, v in result.test.items() if k != "users"}
-    figure = curves_figure(result.history, f"{dataset} — {settings.variant}")
-    curves = png_markdown(figure, "training and validation curves")
-    selected = {key.to_user_string() for key in context.selected_asset_keys}
-    model_metadata = {
-        "run_id": run_id,
-        "variant": settings.variant,
-        "lake_version": snapshot.version,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "stopped": result.stopped,
-        "seconds_per_epoch": result.seconds_per_epoch,
-        "eval_seconds": result.eval_seconds,
-        "total_seconds": result.total_seconds,
-        "device": result.device,
-        "config_hash": result.config_hash,
-        "code_version": run["code_version"],
-        "n_parameters": result.n_parameters,
-        "resumed_from_epoch": result.resumed_from_epoch,
-        "checkpoint": dg.MetadataValue.path(result.checkpoint_path),
-        "test_metrics": metrics_markdown(test, result.best_valid),
-        **{f"test/{k}": float(v) for k, v in test.items()},
-        "curves": curves,
-        "data": stats_markdown(data.summary(), "training data"),
-        "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none"),
-    }
+
+def _launch(context: dg.AssetExecutionContext, client: dg.PipesSubprocessClient, job: JobConfig
+            ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Run ``python -m model.job`` through Pipes: its log lines stream to this run, its
+    reported materializations come back, and its error message becomes the step's failure."""
+    with tempfile.TemporaryDirectory(prefix="kg4rec-job-") as tmp:
+        config_path, error_path = Path(tmp) / "run.json", Path(tmp) / "error.txt"
+        config_path.write_text(json.dumps(job.to_dict()), "utf-8")
+        command = [sys.executable, "-m", "model.job", "--config", str(config_path),
+                   "--error-file", str(error_path)]
+        path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+        try:
+            invocation = client.run(context=context, command=command, cwd=str(REPO_ROOT),
+                                    env={"PYTHONPATH": path})
+        except Exception as error:
+            if not error_path.is_file():
+                raise
+            raise dg.Failure(description=f"training job failed: {error_path.read_text('utf-8')}",
+                             metadata={"command": " ".join(command[1:3])}) from error
+    reported = {result.asset_key.to_user_string(): dict(result.metadata or {})
+                for result in invocation.get_results() if isinstance(result, dg.MaterializeResult)}
+    summary = json.loads((job.output_dir() / RESULT_FILE).read_text("utf-8"))
+    return summary, reported
+
+
+def _typed(values: dict[str, Any]) -> dict[str, Any]:
+    """The job's JSON metadata as Dagster metadata (what Pipes does for the child's)."""
+    return {name: dg.MetadataValue.path(value) if name in PATH_KEYS else value
+            for name, value in values.items()}
+
+
+def _training_results(summary: dict[str, Any], reported: dict[str, dict[str, Any]],
+                      selected: list[str]):
+    """The selected assets' MaterializeResults: the job's values plus the figures built here."""
+    train, run_id = summary["train"], summary["run_id"]
+    title = f"{summary['dataset']} — {summary['variant']}"
     if "trained_model" in selected:
-        yield dg.MaterializeResult(asset_key="trained_model", metadata=model_metadata)
+        test = {k: v for k, v in train["test"].items() if k != "users"}
+        curves = png_markdown(curves_figure(train["history"], title),
+                              "training and validation curves")
+        notes = "\n".join(f"- {n}" for n in train["notes"]) or "none"
+        yield dg.MaterializeResult(asset_key="trained_model", metadata={
+            **reported.get("trained_model", {}),
+            "test_metrics": metrics_markdown(test, train["best_valid"]),
+            "curves": curves,
+            "data": stats_markdown(summary["data"], "training data"),
+            "notes": dg.MetadataValue.md(notes),
+        })
     if "training_runs" in selected:
-        yield dg.MaterializeResult(asset_key="training_runs",
-                                   metadata={"run_id": run_id, **table_metadata(pd.DataFrame([run]))})
+        yield dg.MaterializeResult(asset_key="training_runs", metadata={
+            **reported.get("training_runs", {}), "run_id": run_id,
+            **table_metadata(pd.DataFrame([summary["run"]]))})
     if "metrics" not in selected:
         return
-    split = "test" if "test" in result.slices else "valid"
-    slices = result.slices[split]
-    figure = slices_figure(slices, f"{dataset} — {settings.variant}: {split} by slice")
+    rows = pd.DataFrame(summary["metric_rows"], columns=METRIC_COLUMNS).astype(
+        {"k": "Int64", "epoch": "Int64"})
+    split = "test" if "test" in train["slices"] else "valid"
+    slices = train["slices"][split]
+    figure = slices_figure(slices, f"{title}: {split} by slice")
     yield dg.MaterializeResult(asset_key="metrics", metadata={
-        "run_id": run_id, **table_metadata(rows, sample_rows=10),
+        **reported.get("metrics", {}), "run_id": run_id, **table_metadata(rows, sample_rows=10),
         "slices": slices_markdown(slices, split),
         "slices_chart": png_markdown(figure, "Recall/NDCG@20 per popularity and activity slice"),
     })

@@ -53,5 +53,6 @@ defs = dg.Definitions(
         "lake": LakeResource(),
         "warehouse": WarehouseResource(),
         "encoder": EncoderResource(),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),  # trained_model's training job
     },
 )

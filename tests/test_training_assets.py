@@ -35,12 +35,16 @@ def test_every_variant_through_the_assets(tmp_path):
                                         n_triples=60, sequence_length=6, seed=2).items():
         lake.write(DATASET, name, table)
     resources = {"lake": LakeResource(data_dir=str(tmp_path)),
-                 "warehouse": WarehouseResource(data_dir=str(tmp_path))}
+                 "warehouse": WarehouseResource(data_dir=str(tmp_path)),
+                 "pipes_subprocess_client": dg.PipesSubprocessClient()}
     instance = dg.DagsterInstance.ephemeral()
     for variant in VARIANTS:
+        # in the step's process (one config away from the default, the Pipes-launched job of
+        # tests/test_pipes_training.py): 9 job processes would only add their start-up time
+        config = {"variant": variant, "launch": "in_process", **TINY}
         result = dg.materialize(
             [trained_model], partition_key=DATASET, resources=resources, instance=instance,
-            run_config={"ops": {"trained_model": {"config": {"variant": variant, **TINY}}}})
+            run_config={"ops": {"trained_model": {"config": config}}})
         assert result.success, variant
         meta = {m.asset_key.to_user_string(): m.metadata
                 for m in result.asset_materializations_for_node("trained_model")}
@@ -148,7 +152,9 @@ def test_a_training_run_can_re_read_exactly_the_data_it_trained_on(tmp_path):
         lake.write(DATASET, name, table)
     trained_on = read_lake_tables(tmp_path, DATASET)
     resources = {"lake": LakeResource(data_dir=str(tmp_path), keep_snapshots=1),
-                 "warehouse": WarehouseResource(data_dir=str(tmp_path))}
+                 "warehouse": WarehouseResource(data_dir=str(tmp_path)),
+                 "pipes_subprocess_client": dg.PipesSubprocessClient()}
+    # the default launch: the training job through Dagster Pipes
     result = dg.materialize([trained_model], partition_key=DATASET, resources=resources,
                             run_config={"ops": {"trained_model": {"config": {"variant": "lightgcn", **TINY}}}})
     assert result.success
