@@ -7,14 +7,23 @@ Protocol (the paper's, RecBole's "full" mode):
 
 The score matrix exists one chunk at a time (``chunk_users × n_items``) on the device; no
 all-users × all-items matrix is ever built on the host and no CPU worker pool is used.
+
+Under data-parallel training (``dist``, :mod:`model.distributed`) each rank ranks its
+contiguous share of the evaluated users and the metric SUMS (and the users counted) are
+all-reduced before averaging, so every rank gets the metrics of one process.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from model.data import RecData, user_item_csr
-from model.metrics import KS, metric_sums, summarize
+from model.metrics import KS, METRIC_FUNCTIONS, metric_sums, summarize
+
+if TYPE_CHECKING:
+    from model.distributed import DistContext
 
 
 class PairIndex:
@@ -66,8 +75,10 @@ def rank_top_k(user_repr: torch.Tensor, item_repr: torch.Tensor, users: torch.Te
 
 def _ranked_chunks(model: torch.nn.Module, data: RecData, split: str, k: int,
                    chunk_users: int, max_users: int | None, seed: int,
-                   representations: tuple[torch.Tensor, torch.Tensor] | None):
-    """Yield (users, top-k items, held-out matrix) per user chunk of ``split``."""
+                   representations: tuple[torch.Tensor, torch.Tensor] | None,
+                   dist: DistContext | None = None):
+    """Yield (users, top-k items, held-out matrix) per user chunk of ``split`` (of this rank's
+    share of the users under ``dist``)."""
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
     was = model.training
@@ -78,6 +89,8 @@ def _ranked_chunks(model: torch.nn.Module, data: RecData, split: str, k: int,
     exclude = PairIndex(data.n_users, *_pairs(data, excluded))
     truth = PairIndex(data.n_users, *_pairs(data, (split,)))
     users = eval_users(data, split, max_users, seed)
+    if dist is not None:
+        users = users[slice(*dist.shard(users.numel()))]
     for lo in range(0, users.numel(), chunk_users):
         chunk = users[lo: lo + chunk_users]
         top, _ = rank_top_k(user_repr, item_repr, chunk, exclude, k)
@@ -92,24 +105,40 @@ def _accumulate(sums: dict[str, float], part: dict[str, float]) -> None:
         sums[key] = sums.get(key, 0.0) + value
 
 
+def _sum_keys(ks) -> list[str]:
+    """The keys of :func:`model.metrics.metric_sums`, in its order."""
+    return ["users", *(f"{name}@{k}" for name in METRIC_FUNCTIONS for k in ks)]
+
+
+def _all_reduced(sums: dict[str, float], ks, dist: DistContext) -> dict[str, float]:
+    """Metric sums over every rank (a rank without users contributes zeros)."""
+    reduced = dist.all_reduce_sums({key: sums.get(key, 0.0) for key in _sum_keys(ks)})
+    return {key: reduced[key] for key in _sum_keys(ks)}
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: RecData, split: str = "valid", ks=KS,
              chunk_users: int = 2048, max_users: int | None = None, seed: int = 0,
-             representations: tuple[torch.Tensor, torch.Tensor] | None = None
-             ) -> dict[str, float]:
+             representations: tuple[torch.Tensor, torch.Tensor] | None = None,
+             dist: DistContext | None = None) -> dict[str, float]:
     """Mean metrics over the users of ``split`` ("valid" or "test") with held-out items.
 
-    ``representations`` lets the caller reuse one forward pass for several splits.
+    ``representations`` lets the caller reuse one forward pass for several splits; ``dist``:
+    this rank ranks its share of the users, the sums are all-reduced (every rank must call).
     """
     sums: dict[str, float] = {}
     for _, top, relevant in _ranked_chunks(model, data, split, max(ks), chunk_users,
-                                           max_users, seed, representations):
+                                           max_users, seed, representations, dist):
         _accumulate(sums, metric_sums(relevant.gather(1, top), relevant.sum(1), ks))
+    if dist is not None:
+        sums = _all_reduced(sums, ks, dist)
     return summarize(sums)
 
 
 #: Share of items (the most popular by TRAIN interactions) in the "items:head" slice.
 HEAD_SHARE = 0.2
+#: The slices of :func:`evaluate_slices`.
+SLICES = ("all", "items:head", "items:tail", "users:q1", "users:q2", "users:q3", "users:q4")
 
 
 def slice_groups(data: RecData) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,19 +161,20 @@ def slice_groups(data: RecData) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def evaluate_slices(model: torch.nn.Module, data: RecData, split: str = "test", ks=KS,
                     chunk_users: int = 2048,
-                    representations: tuple[torch.Tensor, torch.Tensor] | None = None
-                    ) -> dict[str, dict[str, float]]:
+                    representations: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    dist: DistContext | None = None) -> dict[str, dict[str, float]]:
     """Metrics of the same full ranking restricted to slices, one pass.
 
     ``items:head`` / ``items:tail``: only the held-out items among the head (tail) items count
     as relevant — Recall@k is then "what share of a user's held-out tail items reached the top
     k" — averaged over users with at least one such item; ``users:q1`` … ``users:q4``: the
-    users of each TRAIN-activity quartile. ``all`` equals :func:`evaluate`.
+    users of each TRAIN-activity quartile. ``all`` equals :func:`evaluate`. ``dist``: as in
+    :func:`evaluate` (one all-reduce of every slice's sums).
     """
     head, quartile = slice_groups(data)
     sums: dict[str, dict[str, float]] = {}
     for chunk, top, relevant in _ranked_chunks(model, data, split, max(ks), chunk_users,
-                                               None, 0, representations):
+                                               None, 0, representations, dist):
         groups = {"all": relevant,
                   "items:head": relevant & head[None, :],
                   "items:tail": relevant & ~head[None, :]}
@@ -155,6 +185,11 @@ def evaluate_slices(model: torch.nn.Module, data: RecData, split: str = "test", 
             rows = quartile[chunk] == q
             _accumulate(sums.setdefault(f"users:q{q}", {}),
                         metric_sums(hits[rows], count[rows], ks))
+    if dist is not None:  # one all-reduce for every slice
+        reduced = dist.all_reduce_sums({f"{name}\t{key}": sums.get(name, {}).get(key, 0.0)
+                                        for name in SLICES for key in _sum_keys(ks)})
+        sums = {name: {key: reduced[f"{name}\t{key}"] for key in _sum_keys(ks)}
+                for name in SLICES}
     return {name: summarize(values) for name, values in sums.items()}
 
 

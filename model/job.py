@@ -16,7 +16,8 @@ only the zero-dependency ``dagster_pipes`` package, and only when Dagster launch
      "resume": true, "out_dir": null,   # null: <data_dir>/models/<dataset>/<variant>/<hash>
      "report_assets": ["trained_model", "training_runs", "metrics"],   # Pipes only
      "warehouse": null,   # or {"path": ".../warehouse.duckdb", "data_dir": "..."}
-     "source": "job"}     # training_runs.source
+     "source": "job",     # training_runs.source
+     "timeout_s": null}   # under torchrun: seconds before a silent rank fails the run
 
 It reads the lake snapshot, trains (``model.train.train``), pins the snapshot, records the run
 and its metrics in the warehouse and writes ``<out_dir>/result.json`` (:func:`summarize`).
@@ -40,7 +41,7 @@ ASSET_KEYS = ("trained_model", "training_runs", "metrics")
 METRIC_COLUMNS = ["split", "metric", "k", "value", "epoch", "slice"]
 REQUIRED = ("dataset", "data_dir", "settings")
 OPTIONAL = {"lake_version": None, "resume": True, "out_dir": None, "report_assets": [],
-            "warehouse": None, "source": "job"}
+            "warehouse": None, "source": "job", "timeout_s": None}
 
 Log = Callable[[str], None]
 
@@ -58,6 +59,7 @@ class JobConfig:
     report_assets: tuple[str, ...] = ()
     warehouse: dict[str, str] | None = None
     source: str = "job"
+    timeout_s: float | None = None  # torchrun: the process-group timeout (model.distributed)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> JobConfig:
@@ -97,20 +99,18 @@ def world() -> tuple[int, int]:
 
 
 def train_model(job: JobConfig, data, log: Log):
-    """The training call: one process today, the DDP hook below for torchrun."""
+    """The training call: one process, or every rank of a ``torchrun`` launch (DDP,
+    ``model.distributed``; rank 0 writes the checkpoints, and run_job and main record and
+    report on rank 0 only)."""
+    from model.distributed import distributed_from_env
     from model.train import train
 
-    rank, size = world()
-    if size > 1:
-        # TODO(DDP, issue #16): torchrun started `size` processes. Hand over to the distributed
-        # trainer here (model/distributed.py, in progress: e.g. `dist = distributed_from_env()`
-        # then `train(..., dist=dist)`; rank 0 writes the checkpoints). Every rank trains; only
-        # rank 0 records the run and reports to Dagster (run_job and main already gate on
-        # rank 0). Until it is wired, refuse instead of training `size` independent copies
-        # into one out_dir.
-        raise NotImplementedError(f"WORLD_SIZE={size} (rank {rank}): distributed training is "
-                                  "not wired into model.job yet (TODO(DDP))")
-    return train(job.settings, data, job.output_dir(), resume=job.resume, log=log)
+    dist = distributed_from_env(job.settings.device, job.timeout_s)
+    try:
+        return train(job.settings, data, job.output_dir(), resume=job.resume, log=log, dist=dist)
+    finally:
+        if dist is not None:
+            dist.close()
 
 
 def say(line: str) -> None:

@@ -11,6 +11,12 @@ Checkpoints (``out_dir``), each written to a temporary file and renamed into pla
 * ``best.safetensors`` — the weights of the best validation epoch (+ settings metadata).
 * ``config.json`` — the settings, the data summary and, once finished, the result.
 
+Data-parallel (``dist``, a :class:`model.distributed.DistContext` under torchrun): every rank
+draws the same global batches and trains on its share through DDP, evaluation users are split
+and the metric sums all-reduced, rank 0 alone writes checkpoints and logs and broadcasts what it
+reads; the checkpoints hold nothing per rank, so a run resumes with any world size.
+:mod:`model.distributed` says what is split and what every rank still computes in full.
+
 Over 400 lines: the loop state, its checkpoint format and the loop that resumes from it must
 change together (an exact resume depends on all three), so they stay in one file.
 """
@@ -41,6 +47,7 @@ from model.checkpoints import (
 )
 from model.config import FUSION_VARIANTS, TrainSettings
 from model.data import RecData
+from model.distributed import DistContext, ParallelSteps
 from model.evaluate import evaluate, evaluate_slices
 from model.recommenders import build_model
 from model.sampling import (
@@ -166,10 +173,12 @@ class TrainingRun:
     """One run's model, optimizer, sampler and loop state, and the steps :func:`train` takes."""
 
     def __init__(self, settings: TrainSettings, data: RecData, out_dir: Path,
-                 log: Callable[[str], None]) -> None:
-        self.settings, self.out_dir, self.log = settings, out_dir, log
+                 log: Callable[[str], None], dist: DistContext | None = None) -> None:
+        self.settings, self.out_dir = settings, out_dir
+        self.dist, self.is_main = dist, dist is None or dist.is_main
+        self.log = log if self.is_main else _silent
         self.started = time.perf_counter()
-        self.device = pick_device(settings.device)
+        self.device = pick_device(settings.device) if dist is None else dist.device
         seed_everything(settings.seed, settings.deterministic)
         if self.device.type == "cpu":  # denormal gradients of tiny embeddings slow CPU kernels ~10x
             torch.set_flush_denormal(True)
@@ -191,6 +200,11 @@ class TrainingRun:
         self.kg = KGTriples(data) if use_kg else None
         self.n_batches = max(1, math.ceil(data.train_user.numel() / settings.batch_size))
         self.notes = [*data.notes, *self.model.notes]
+        # under DDP: the steps of this rank's share of each global batch (model/distributed.py)
+        self.parallel = ParallelSteps(self.model, settings, dist) if dist is not None else None
+        if dist is not None:
+            self.notes.append(f"data-parallel over {dist.world_size} ranks ({dist.backend}): "
+                              f"each global batch of {settings.batch_size} split between them")
         self.state = LoopState()
         self.last_path = out_dir / "last.safetensors"
         self.best_path = out_dir / "best.safetensors"
@@ -198,14 +212,37 @@ class TrainingRun:
     # -- checkpoints
 
     def resume(self) -> None:
-        """Continue from ``last.safetensors`` if it exists (weights, Adam, RNGs, loop state)."""
-        if not self.last_path.is_file():
-            return
+        """Continue from ``last.safetensors`` if it exists (weights, Adam, RNGs, loop state).
+
+        Under ``dist`` rank 0 reads it and broadcasts it (or the reason it cannot be used)."""
+        if self.dist is None:
+            if not self.last_path.is_file():
+                return
+            tensors, meta = self._read_last()
+        else:
+            payload = None
+            if self.is_main and self.last_path.is_file():
+                try:
+                    payload = self._read_last()
+                except ValueError as error:
+                    payload = str(error)
+            payload = self.dist.broadcast_object(payload)
+            if payload is None:
+                return
+            if isinstance(payload, str):
+                raise ValueError(payload)
+            tensors, meta = payload
+        self._restore(tensors, meta)
+
+    def _read_last(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         tensors, meta = load_checkpoint(self.last_path)
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{self.last_path}: not a {CHECKPOINT_FORMAT} checkpoint")
         if TrainSettings.from_dict(meta["settings"]).config_hash() != self.settings.config_hash():
             raise ValueError(f"{self.last_path} was written with other settings; use another out_dir")
+        return tensors, meta
+
+    def _restore(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         state = LoopState(**meta["state"])
         if state.stopped:  # finished: no more epochs; its best weights are evaluated
             self.log(f"{self.last_path}: finished run ({state.stopped}), evaluating its best epoch")
@@ -217,10 +254,16 @@ class TrainingRun:
                 torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
             self.sampler.set_state(tensors["rng.sampler"])
             self.log(f"resumed from {self.last_path} at epoch {state.epoch}")
+            if self.dist is not None and meta.get("world_size", 1) != self.dist.world_size:
+                # nothing in it is per rank: the same global batches follow on any world size
+                self.log(f"written by {meta.get('world_size', 1)} rank(s), continued by "
+                         f"{self.dist.world_size}")
         state.resumed_from_epoch = state.epoch
         self.state = state
 
     def save_last(self) -> None:
+        if not self.is_main:
+            return
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         adam, param_groups = optimizer_tensors(self.optimizer)
         tensors |= adam
@@ -230,15 +273,21 @@ class TrainingRun:
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         meta = {"format": CHECKPOINT_FORMAT, "settings": self.settings.to_dict(),
                 "state": asdict(self.state), "param_groups": param_groups}
+        if self.dist is not None:  # provenance only: nothing else in the file is per rank
+            meta["world_size"] = self.dist.world_size
         atomic_save(tensors, self.last_path, {k: json.dumps(v, default=str) for k, v in meta.items()})
 
     def save_best(self) -> None:
+        if not self.is_main:
+            return
         atomic_save({f"model.{k}": v for k, v in self.model.state_dict().items()}, self.best_path,
                     {"format": json.dumps(CHECKPOINT_FORMAT),
                      "settings": json.dumps(self.settings.to_dict()),
                      "epoch": json.dumps(self.state.best_epoch)})
 
     def write_config(self, result: TrainResult | None = None) -> None:
+        if not self.is_main:
+            return
         summary = {"settings": self.settings.to_dict(), "config_hash": self.settings.config_hash(),
                    "data": self.data.summary(), "notes": self.notes}
         if result is not None:
@@ -272,6 +321,15 @@ class TrainingRun:
         sums = torch.zeros(4, device=self.device)  # bpr, reg, kg, align
         for b in range(self.n_batches):
             batch = slice(b * settings.batch_size, (b + 1) * settings.batch_size)
+            if self.parallel is not None:  # this rank's share of the same global batch
+                with self.autocast:
+                    loss, parts = self.parallel.bpr_step(
+                        users[batch], pos[batch], neg[batch], joint[b] if b < len(joint) else None)
+                self._step(loss)
+                sums += parts
+                if b % 32 == 31 and not self.dist.all_true(bool(torch.isfinite(sums).all())):
+                    break
+                continue
             with self.autocast:
                 bpr, reg = model.bpr_loss(users[batch], pos[batch], neg[batch])
                 align = model.align_loss(users[batch], pos[batch], neg[batch])
@@ -287,10 +345,18 @@ class TrainingRun:
                 break
         if settings.kg_loss == "alternate":
             for chunk in kg_batches:
+                if self.parallel is not None:
+                    with self.autocast:
+                        kg, parts = self.parallel.kg_step(chunk)
+                    self._step(kg)
+                    sums[2] += parts[2] * self.n_batches / len(kg_batches)
+                    continue
                 with self.autocast:
                     kg = model.kg_loss(*chunk, settings.kg_l2)
                 self._step(kg)
                 sums[2] += kg.detach().float() * self.n_batches / len(kg_batches)
+        if self.dist is not None:  # every rank's shares → the global batch's means
+            sums = self.dist.all_reduce(sums)
         losses = EpochLosses(*(sums / self.n_batches).tolist())
         if not all(math.isfinite(v) for v in asdict(losses).values()):
             raise FloatingPointError(
@@ -315,7 +381,7 @@ class TrainingRun:
         settings, state = self.settings, self.state
         started = time.perf_counter()
         valid = evaluate(self.model, self.data, "valid", chunk_users=settings.eval_chunk,
-                         max_users=settings.max_users_eval, seed=settings.seed)
+                         max_users=settings.max_users_eval, seed=settings.seed, dist=self.dist)
         state.eval_seconds.append(time.perf_counter() - started)
         record |= {f"valid/{k}": v for k, v in valid.items() if k != "users"}
         if valid["recall@20"] > state.best_score:
@@ -325,6 +391,18 @@ class TrainingRun:
             state.bad_evals += 1
             if state.bad_evals >= settings.patience:
                 state.stopped = "patience"
+
+    def sync_state(self) -> None:
+        """Rank 0's loop state on every rank (its timings and stop decisions: the time cap is
+        measured per rank), so that all ranks stop after the same epoch."""
+        if self.dist is not None:
+            self.state = LoopState(**self.dist.broadcast_object(asdict(self.state)))
+
+    def end_epoch(self) -> None:
+        """Checkpoint the epoch (rank 0) and, under ``dist``, wait until it is written."""
+        self.save_last()
+        if self.dist is not None:
+            self.dist.barrier()
 
     def log_epoch(self, record: dict[str, Any]) -> None:
         line = (f"{self.settings.variant} epoch {record['epoch']}: loss {record['loss']:.4f} "
@@ -340,9 +418,16 @@ class TrainingRun:
     def finish(self) -> TrainResult:
         """Load the best epoch's weights, rank the validation (and test) split once, report."""
         settings, state, model = self.settings, self.state, self.model
-        if self.best_path.is_file():
-            tensors, _ = load_checkpoint(self.best_path)
-            model.load_state_dict(model_tensors(tensors))
+        if self.dist is None:
+            if self.best_path.is_file():
+                tensors, _ = load_checkpoint(self.best_path)
+                model.load_state_dict(model_tensors(tensors))
+        else:  # rank 0 reads the best weights, every rank loads them
+            best = (model_tensors(load_checkpoint(self.best_path)[0])
+                    if self.is_main and self.best_path.is_file() else None)
+            best = self.dist.broadcast_object(best)
+            if best is not None:
+                model.load_state_dict(best)
         model.refresh_attention()
         model.eval()
         with torch.no_grad():
@@ -350,7 +435,7 @@ class TrainingRun:
         # one ranking pass per split: the whole ("all") and its popularity/activity slices
         splits = ("valid", "test") if settings.evaluate_test else ("valid",)
         slices = {split: evaluate_slices(model, self.data, split, chunk_users=settings.eval_chunk,
-                                         representations=representations)
+                                         representations=representations, dist=self.dist)
                   for split in splits}
         epochs_run = len(state.history)
         result = TrainResult(
@@ -366,11 +451,17 @@ class TrainingRun:
             checkpoint_path=str(self.best_path), notes=self.notes, slices=slices,
         )
         self.write_config(result)
+        if self.dist is not None:
+            self.dist.barrier()
         shown = result.test or result.best_valid
         self.log(f"{settings.variant}: best epoch {result.best_epoch}, "
                  f"{'test' if result.test else 'valid'} recall@20 {shown['recall@20']:.4f} "
                  f"ndcg@20 {shown['ndcg@20']:.4f} mrr@20 {shown['mrr@20']:.4f}")
         return result
+
+
+def _silent(_line: str) -> None:
+    pass
 
 
 def train(
@@ -381,9 +472,26 @@ def train(
     resume: bool = True,
     log: Callable[[str], None] = print,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    dist: DistContext | None = None,
 ) -> TrainResult:
-    """Train ``settings.variant`` on ``data``; checkpoints in ``out_dir``; returns the result."""
-    run = TrainingRun(settings, data, Path(out_dir), log)
+    """Train ``settings.variant`` on ``data``; checkpoints in ``out_dir``; returns the result.
+
+    ``dist`` (:func:`model.distributed.distributed_from_env` under torchrun): data-parallel over
+    its ranks; call on every rank with the same arguments. ``settings.device`` is then the
+    context's device; only rank 0 writes ``out_dir`` and calls ``log``; ``on_epoch_end`` runs
+    on every rank with the same record (side effects: check ``dist.is_main``); every rank
+    returns the same result. A failed collective (a rank died or timed out) raises
+    :class:`model.distributed.DistributedFailure`. None: one process, as before.
+    """
+    if dist is None:
+        return _train(TrainingRun(settings, data, Path(out_dir), log), resume, on_epoch_end)
+    with dist.failures(Path(out_dir) / "last.safetensors"):
+        return _train(TrainingRun(settings, data, Path(out_dir), log, dist), resume, on_epoch_end)
+
+
+def _train(run: TrainingRun, resume: bool,
+           on_epoch_end: Callable[[dict[str, Any]], None] | None) -> TrainResult:
+    settings, log = run.settings, run.log
     for note in run.notes:
         log(f"note: {note}")
     if resume:
@@ -408,7 +516,9 @@ def train(
         if state.epoch >= settings.epochs:
             state.stopped = state.stopped or "epochs"
         state.history.append(record)
-        run.save_last()
+        run.sync_state()
+        state, record = run.state, run.state.history[-1]
+        run.end_epoch()
         if on_epoch_end is not None:
             on_epoch_end(record)
     return run.finish()
