@@ -42,6 +42,8 @@ class FeaturesConfig(dg.Config):
     dtype: str | None = Field(default=None, description="auto | bf16 | fp16 | fp32 (autocast; auto = bf16 on CUDA).")
     device: str | None = Field(default=None, description="auto | cpu | cuda | cuda:N.")
     reencode: bool = Field(default=False, description="Ignore the previous table and encode everything again.")
+    from_chunks: bool = Field(default=False, description="Publish the union of the clip_features_chunk "
+                              "partitions (dataset x item_chunk) instead of encoding here.")
 
 
 @STAGE.asset(
@@ -59,15 +61,17 @@ def clip_features(
 ) -> dg.MaterializeResult:
     dataset = context.partition_key
     store = lake.lake()
+    entities = store.read_pandas(dataset, "entities", ["entity_id", "entity_key", "name", "kind"])
+    if config.from_chunks:
+        from assets.chunks import chunks_union
+
+        table = chunks_union(lake, dataset, TABLE, context.log.info)
+        path = lake.publish(context, {TABLE: table}, checks={"clip_features_valid": clip_features_problems})[TABLE]
+        warehouse.ensure_views(context.log)
+        return dg.MaterializeResult(metadata=table_metadata(table, path))
     media = store.read_pandas(dataset, "item_media", ["item_id", "poster_path", "description"])
-    entities = store.read_pandas(dataset, "entities", ["entity_id", "name", "kind"])
-    image_encoder, text_encoder = encoder.load(config, context.log.info)
-    plan = plan_contents(
-        media, entities, images=image_encoder is not None, texts=text_encoder is not None,
-        attribute_names=config.attribute_names, data_dir=lake.root,
-    )
     previous = store.read(dataset, TABLE) if store.exists(dataset, TABLE) and not config.reencode else None
-    result = encode_features(plan, image_encoder, text_encoder, previous, log=context.log.info)
+    result, plan = encode_contents(context, config, encoder, lake, media, entities, previous)
     path = lake.publish(context, {TABLE: result.table},
                         checks={"clip_features_valid": clip_features_problems})[TABLE]
     warehouse.ensure_views(context.log)
@@ -91,6 +95,18 @@ def clip_features(
             "failed_examples": dg.MetadataValue.json([c.payload for c in result.failed[:10]]),
         }
     )
+
+
+def encode_contents(context, config: FeaturesConfig, encoder: EncoderResource, lake: LakeResource,
+                    media, entities, previous):
+    """Encode what ``media`` and ``entities`` hold (rows of ``previous`` with the same content
+    hash are reused); returns the encoding result and its plan."""
+    image_encoder, text_encoder = encoder.load(config, context.log.info)
+    plan = plan_contents(
+        media, entities[["entity_id", "name", "kind"]], images=image_encoder is not None,
+        texts=text_encoder is not None, attribute_names=config.attribute_names, data_dir=lake.root,
+    )
+    return encode_features(plan, image_encoder, text_encoder, previous, log=context.log.info), plan
 
 
 def clip_features_problems(tables) -> list[str]:

@@ -113,6 +113,10 @@ class MediaConfig(config_fields(MediaSettings, dg.Config,
     contact_sheet_size: int = Field(
         default=16, description="Posters shown in the metadata (0: none)."
     )
+    from_chunks: bool = Field(
+        default=False, description="Publish the union of the item_media_chunk partitions "
+        "(dataset x item_chunk, run as a backfill) instead of fetching here; every chunk must "
+        "have been materialized for the current items.")
 
     def dataset(self, dataset: str) -> MediaDatasetConfig:
         return dataset_section(self.datasets, dataset, MediaDatasetConfig())
@@ -211,8 +215,22 @@ def item_media(
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     dataset = context.partition_key
-    store = lake.lake()
-    items = store.read_pandas(dataset, "items")
+    items = lake.lake().read_pandas(dataset, "items")
+    if config.from_chunks:
+        from assets.chunks import chunks_union
+
+        table, stats = chunks_union(lake, dataset, "item_media", context.log.info), None
+    else:
+        run = collect_media(context, config, http, lake, dataset, items)
+        table, stats = media_table(run.frame), run.stats
+    path = lake.publish(context, {"item_media": table})["item_media"]
+    warehouse.ensure_views(context.log)
+    return dg.MaterializeResult(metadata=media_metadata(context, config, lake, dataset, table, path, stats))
+
+
+def collect_media(context, config: MediaConfig, http: HttpResource, lake: LakeResource,
+                  dataset: str, items: pd.DataFrame):
+    """Posters and descriptions of ``items`` through the configured chains (a MediaRun)."""
     entry = config.dataset(dataset)
     defaults = DATASET_DEFAULTS.get(dataset)
     local = LocalMetadata.load(
@@ -247,36 +265,40 @@ def item_media(
         collector = MediaCollector(
             settings, client, cache, ImageStore(lake.cache_dir("images")), local, logger=context.log
         )
-        run = collector.run(refs)
-    frame = run.frame
-    table = media_table(frame)
-    path = lake.publish(context, {"item_media": table})["item_media"]
-    warehouse.ensure_views(context.log)
+        return collector.run(refs)
 
+
+def media_metadata(context, config: MediaConfig, lake: LakeResource, dataset: str, table,
+                   path, stats: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Coverage, failure rate, sources and a contact sheet; request statistics when this step
+    fetched (``stats``), not when it joined chunks that did."""
+    frame = table.to_pandas()
     summary = summarize_media(frame)
-    stats = run.stats
     context.log.info(
         f"{dataset}: posters {summary['poster_coverage']:.1%}, descriptions "
-        f"{summary['description_coverage']:.1%}, failure rate {summary['failure_rate']:.1%}; "
-        f"{stats['requests']} requests in {stats['seconds']:.1f}s"
+        f"{summary['description_coverage']:.1%}, failure rate {summary['failure_rate']:.1%}"
+        + (f"; {stats['requests']} requests in {stats['seconds']:.1f}s" if stats else "")
     )
     metadata: dict[str, Any] = {
         **table_metadata(table, path),
         **_summary_metadata(summary),
-        "run": stats_markdown(
-            {k: v for k, v in stats.items() if not isinstance(v, dict)}, "requests and cache"
-        ),
-        "requests": stats["requests"],
-        "items_per_s": stats["items_per_s"] or 0.0,
-        "offline": settings.offline,
-        "disabled_sources": dg.MetadataValue.json(stats["disabled_sources"]),
-        "unreachable_hosts": dg.MetadataValue.json(stats["unreachable_hosts"]),
         "image_cache": dg.MetadataValue.path(str(Path(lake.cache_dir("images")))),
     }
+    if stats is not None:
+        metadata.update({
+            "run": stats_markdown(
+                {k: v for k, v in stats.items() if not isinstance(v, dict)}, "requests and cache"
+            ),
+            "requests": stats["requests"],
+            "items_per_s": stats["items_per_s"] or 0.0,
+            "offline": config.offline,
+            "disabled_sources": dg.MetadataValue.json(stats["disabled_sources"]),
+            "unreachable_hosts": dg.MetadataValue.json(stats["unreachable_hosts"]),
+        })
     sheet = _contact_sheet_md(frame, config.contact_sheet_size)
     if sheet is not None:
         metadata["contact_sheet"] = sheet
-    return dg.MaterializeResult(metadata=metadata)
+    return metadata
 
 
 @dg.asset_check(

@@ -73,6 +73,8 @@ class LakeResource(dg.ConfigurableResource):
             return
         log = context.log.info if context.log is not None else None
         lock = self.root / "lake" / ".snapshots" / partition / ".run.lock"
+        if "|" in partition:  # one dataset x item_chunk partition: chunks of one dataset run at once
+            lock = self.root / "chunks" / ".locks" / f"{partition.replace('|', '.')}.lock"
         with exclusive_lock(lock, timeout_s=self.lock_timeout_s, holder=f"run {run.run_id}",
                             on_wait=log) as died_holding:
             if died_holding:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.checks import INGEST_CHECKS
+from assets.chunks import CHUNK_ASSETS
 from assets.features import FEATURES_ASSETS, FEATURES_CHECKS, EncoderResource
 from assets.ingest import dataset_tables, split
 from assets.kg import KG_CHECKS, knowledge_graph
@@ -38,16 +39,27 @@ stage_jobs = [dg.define_asset_job(name, selection=dg.AssetSelection.groups(name)
               for name, description in STAGE_JOBS]
 main_job = dg.define_asset_job(
     "main",
-    selection=dg.AssetSelection.all(),
+    # the item-chunk assets are partitioned dataset x item_chunk: they run as a backfill of
+    # their own job, and item_media / clip_features (from_chunks) publish their union
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("chunks"),
     config=IN_PROCESS,
     description="The whole pipeline for one dataset partition: ingest → KG → media → features → "
     "neighbours → training → recommendations and tables.",
 )
 
+#: Stages 3-4 over dataset x item_chunk partitions (assets/chunks.py), one run per chunk: a
+#: backfill fans the chunks out; the multiprocess executor (the Dagster default) is kept, and
+#: a deployment swaps in k8s_job_executor / celery_executor unchanged (deploy/).
+chunks_job = dg.define_asset_job(
+    "media_chunks", selection=dg.AssetSelection.groups("chunks"),
+    description="Posters, texts and their vectors for one dataset x item_chunk partition; "
+    "backfill every chunk, then run item_media and clip_features with from_chunks: true.")
+
 defs = dg.Definitions(
-    assets=[*INGEST_ASSETS, *KG_ASSETS, *MEDIA_ASSETS, *FEATURES_ASSETS, *NEIGHBOR_ASSETS, *TRAINING_ASSETS],
+    assets=[*INGEST_ASSETS, *KG_ASSETS, *MEDIA_ASSETS, *FEATURES_ASSETS, *NEIGHBOR_ASSETS, *TRAINING_ASSETS,
+            *CHUNK_ASSETS],
     asset_checks=[*INGEST_CHECKS, *KG_CHECKS, *MEDIA_CHECKS, *FEATURES_CHECKS, *NEIGHBOR_CHECKS],
-    jobs=[main_job, *stage_jobs],
+    jobs=[main_job, *stage_jobs, chunks_job],
     resources={
         "http": HttpResource(),
         "lake": LakeResource(),

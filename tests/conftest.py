@@ -11,6 +11,9 @@ import pytest
 from tests.support.http_server import LoopbackServer
 
 REPO = Path(__file__).resolve().parents[1]
+# Two item chunks in tests (assets/chunks.py reads it when the code location is imported, and
+# the step processes of a multiprocess run inherit it): a chunk backfill is then two runs.
+os.environ.setdefault("KG4REC_ITEM_CHUNKS", "2")
 
 
 def shared_data_dir() -> Path:

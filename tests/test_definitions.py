@@ -21,7 +21,7 @@ def test_every_asset_has_a_group_a_partition_and_an_owner():
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        assert node.group_name in {"ingest", "kg", "media", "features", "neighbors", "training"}, key
+        assert node.group_name in {"ingest", "kg", "media", "features", "neighbors", "training", "chunks"}, key
         assert node.partitions_def is not None, key
         assert node.owners, key
 
