@@ -13,6 +13,7 @@ from assets.media import MEDIA_ASSETS, MEDIA_CHECKS
 from assets.neighbors import NEIGHBOR_CHECKS, neighbor_sequences
 from assets.resources import HttpResource, LakeResource, WarehouseResource
 from assets.training import TRAINING_ASSETS
+from pipeline.executors import chunk_executor
 
 INGEST_ASSETS = [dataset_tables, split]
 KG_ASSETS = [knowledge_graph]
@@ -49,9 +50,9 @@ main_job = dg.define_asset_job(
 
 #: Stages 3-4 over dataset x item_chunk partitions (assets/chunks.py), one run per chunk: a
 #: backfill fans the chunks out; the multiprocess executor (the Dagster default) is kept, and
-#: a deployment swaps in k8s_job_executor / celery_executor unchanged (deploy/).
+#: a deployment swaps in k8s_job_executor / celery_executor with $KG4REC_EXECUTOR (deploy/).
 chunks_job = dg.define_asset_job(
-    "media_chunks", selection=dg.AssetSelection.groups("chunks"),
+    "media_chunks", selection=dg.AssetSelection.groups("chunks"), executor_def=chunk_executor(),
     description="Posters, texts and their vectors for one dataset x item_chunk partition; "
     "backfill every chunk, then run item_media and clip_features with from_chunks: true.")
 

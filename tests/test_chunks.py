@@ -96,3 +96,13 @@ def test_a_backfill_over_the_chunks_on_the_multiprocess_executor_equals_the_unch
         union, whole = Lake(chunked).read(DATASET, table), Lake(plain).read(DATASET, table)
         columns = [c for c in whole.column_names if c != "poster_attempts"]
         assert union.select(columns).equals(whole.select(columns)), table
+
+
+def test_the_chunk_job_runs_here_by_default_and_names_the_package_a_cluster_executor_needs():
+    from pipeline.executors import chunk_executor
+
+    assert chunk_executor({}) is None  # Dagster's default: multiprocess
+    with pytest.raises(ValueError, match="KG4REC_EXECUTOR='k9s': expected one of k8s, celery"):
+        chunk_executor({"KG4REC_EXECUTOR": "k9s"})
+    with pytest.raises(ImportError, match="needs the dagster-k8s package"):
+        chunk_executor({"KG4REC_EXECUTOR": "k8s"})  # not installed on the project's machines
