@@ -17,14 +17,13 @@ from 2 the same way, so a user's "row N" is line N + 1).
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from datasources.errors import MalformedInputError
-from datasources.textio import open_text
+from datasources.textio import iter_json_objects, open_text
 
 FILE_FORMATS = ("csv", "tsv", "parquet", "jsonl")
 #: The option keys :func:`read_columns` itself reads (each source adds its column options).
@@ -86,18 +85,9 @@ def _read_delimited(path: Path, delimiter: str) -> pd.DataFrame:
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
     records, lines = [], []
-    with open_text(path) as handle:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise MalformedInputError(path, line, f"not a JSON object: {exc.msg}") from None
-            if not isinstance(record, dict):
-                raise MalformedInputError(path, line, f"expected a JSON object, got {type(record).__name__}")
-            records.append({k: None if v is None else str(v) for k, v in record.items()})
-            lines.append(line)
+    for line, record in iter_json_objects(path):
+        records.append({k: None if v is None else str(v) for k, v in record.items()})
+        lines.append(line)
     frame = pd.DataFrame.from_records(records).astype(object)
     frame = frame.where(frame.notna(), None)
     frame["line"] = lines

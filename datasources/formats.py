@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import difflib
 import io
-import json
 import re
 import zipfile
 from collections.abc import Callable, Mapping
@@ -39,7 +38,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datasources.errors import MalformedInputError
-from datasources.textio import decode, iter_lines, read_bytes, read_header, read_recbole_atomic
+from datasources.textio import (
+    decode,
+    iter_json_objects,
+    iter_lines,
+    read_bytes,
+    read_header,
+    read_recbole_atomic,
+)
 
 INTERACTION_COLUMNS = ("user_key", "item_key", "rating", "ts", "label")
 
@@ -641,15 +647,7 @@ def _read_jsonl(path: Path, options: Mapping[str, str]) -> _Table:
     wanted = _wanted(options)
     seen: dict[str, None] = {}  # every key any record has, in first-seen order
     records, lines = [], []
-    for number, line in iter_lines(path):
-        if not line.strip():
-            raise MalformedInputError(path, number, "blank line (expected one JSON object per line)")
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise MalformedInputError(path, number, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise MalformedInputError(path, number, f"expected a JSON object, found {type(record).__name__}")
+    for number, record in iter_json_objects(path, blank_lines="error"):
         seen.update(dict.fromkeys(record))
         records.append([record.get(name) for name in wanted])  # a key a record lacks: no value
         lines.append(number)

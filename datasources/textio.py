@@ -75,20 +75,31 @@ def iter_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]
             yield number, (_without_bom(text) if number == 1 else text).rstrip("\r\n")
 
 
+def iter_json_objects(path: Path, *, blank_lines: str = "skip") -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` of a JSON-lines file; a line that is not a JSON object
+    names its ``file:line``. ``blank_lines``: ``"skip"`` them, or ``"error"`` (a strict format)."""
+    for number, line in iter_lines(path):
+        if not line.strip():
+            if blank_lines == "error":
+                raise MalformedInputError(path, number, "blank line (expected one JSON object per line)")
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise MalformedInputError(path, number, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise MalformedInputError(path, number, f"expected a JSON object, found {type(record).__name__}")
+        yield number, record
+
+
 def iter_json_records(path: Path, required_key: str) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` of a JSON-lines file, skipping blank lines.
 
     A line that is not a JSON object holding ``required_key`` names its ``file:line``: a silently
     half-read file would look like low coverage instead of a broken input.
     """
-    for number, line in iter_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise MalformedInputError(path, number, f"invalid JSON: {exc.msg}") from None
-        if not isinstance(record, dict) or required_key not in record:
+    for number, record in iter_json_objects(path):
+        if required_key not in record:
             raise MalformedInputError(path, number, f"record without {required_key!r}")
         yield number, record
 

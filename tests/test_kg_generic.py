@@ -96,7 +96,7 @@ def test_bad_lines_name_file_and_line(tmp_path, text, line, message):
 
 def test_a_broken_json_line_is_named(tmp_path):
     (tmp_path / "kg.jsonl").write_text('{"head": "10", "relation": "r", "tail": "x"}\n{"head": "11",\n')
-    with pytest.raises(MalformedInputError, match=r"kg\.jsonl:2: not a JSON object"):
+    with pytest.raises(MalformedInputError, match=r"kg\.jsonl:2: invalid JSON"):
         _load(tmp_path, KGSource("mine", "triples.table", ("kg.jsonl",)))
 
 

@@ -28,7 +28,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 assert READER_OPTIONS <= DESCRIPTION_KEYS & IMAGE_KEYS  # the reader's options are in both
 
 
-def _table(spec: Mapping[str, str], what: str, allowed: frozenset[str]):
+def _item_values(spec: Mapping[str, str], what: str, allowed: frozenset[str],
+                 value_option: str) -> tuple[Path, dict[str, str]]:
+    """``item_key → value`` of one section's file: its keys checked, one row per item, rows
+    without a value left out."""
     for key in spec:
         if key not in allowed:
             close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
@@ -37,30 +40,25 @@ def _table(spec: Mapping[str, str], what: str, allowed: frozenset[str]):
     if "location" not in spec:
         raise ValueError(f"{what}: give the file as 'location'")
     path = Path(spec["location"])
-    return path, read_columns(path, spec)
+    frame = read_columns(path, spec)
+    item = column(frame, path, "item_col", spec.get("item_col", "item"))
+    value = column(frame, path, value_option, spec.get(value_option, value_option.removesuffix("_col")))
+    require_values(frame, path, [item])
+    _no_repeated_keys(frame, item, path)
+    kept = frame[frame[value].notna()]
+    return path, dict(zip(kept[item].astype(str), kept[value], strict=True))
 
 
 def read_descriptions(spec: Mapping[str, str]) -> dict[str, str]:
-    """``item_key → text`` from the ``descriptions`` section; empty texts are left out."""
-    path, frame = _table(spec, "descriptions", DESCRIPTION_KEYS)
-    item = column(frame, path, "item_col", spec.get("item_col", "item"))
-    text = column(frame, path, "text_col", spec.get("text_col", "text"))
-    require_values(frame, path, [item])
-    _no_repeated_keys(frame, item, path)
-    kept = frame[frame[text].notna()]
-    return dict(zip(kept[item].astype(str), (" ".join(t.split()) for t in kept[text]), strict=True))
+    """``item_key → text`` from the ``descriptions`` section (whitespace collapsed)."""
+    _, texts = _item_values(spec, "descriptions", DESCRIPTION_KEYS, "text_col")
+    return {key: " ".join(text.split()) for key, text in texts.items()}
 
 
 def read_image_list(spec: Mapping[str, str]) -> dict[str, str]:
     """``item_key → URL or absolute path`` from the ``images`` section."""
-    path, frame = _table(spec, "images", IMAGE_KEYS)
-    item = column(frame, path, "item_col", spec.get("item_col", "item"))
-    image = column(frame, path, "image_col", spec.get("image_col", "image"))
-    require_values(frame, path, [item])
-    _no_repeated_keys(frame, item, path)
-    kept = frame[frame[image].notna()]
-    return {str(key): _image_location(value, path.parent)
-            for key, value in zip(kept[item], kept[image], strict=True)}
+    path, images = _item_values(spec, "images", IMAGE_KEYS, "image_col")
+    return {key: _image_location(value, path.parent) for key, value in images.items()}
 
 
 def scan_image_folder(folder: str | Path) -> dict[str, str]:
