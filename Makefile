@@ -4,6 +4,7 @@
 #   make test                                                  set up, then run the test suite
 # and `make ui` for the Dagster UI on 127.0.0.1.
 
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -38,10 +39,16 @@ dagster-home:
 # (configs/offline.yaml) drives every stage job as well as main.
 RUN_CONFIG := $(KG4REC_DATA_DIR)/run_config.$(JOB).yaml
 
+# The run's output is kept in $(RUN_LOG); when it failed because an upstream host could not be
+# reached, that one line (with the way out: offline config or a mirror) is repeated last, below
+# Dagster's traceback.
+RUN_LOG := $(KG4REC_DATA_DIR)/last_run.$(JOB).log
+
 run: $(STAMP) dagster-home
 	$(BIN)/python -m pipeline.run_config --job $(JOB) $(CONFIG) > $(RUN_CONFIG)
-	$(BIN)/dagster job execute -m pipeline -j $(JOB) \
-		--tags '{"dagster/partition": "$(DATASET)"}' -c $(RUN_CONFIG)
+	@set -o pipefail; $(BIN)/dagster job execute -m pipeline -j $(JOB) \
+		--tags '{"dagster/partition": "$(DATASET)"}' -c $(RUN_CONFIG) 2>&1 | tee $(RUN_LOG) || { \
+		status=$$?; grep -m1 -o 'UpstreamUnreachableError: .*' $(RUN_LOG) | sed 's/^/\nmake run: /'; exit $$status; }
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
