@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         before = tmp / "before"
         subprocess.run(["git", "worktree", "add", "--detach", str(before), args.before],
                        cwd=REPO, check=True, capture_output=True)
+        # configs/offline.yaml reads ../shared/data relative to the checkout
+        (tmp / "shared").symlink_to((REPO.parent / "shared").resolve())
         try:
             print("| dataset | table | rows before | rows after | same content | note |")
             print("|---|---|---|---|---|---|")
@@ -101,13 +103,23 @@ def compare_row(dataset: str, name: str, old: Path | None, new: Path | None) -> 
     rows_old, cols_old, hash_old = table_digest(old)
     rows_new, cols_new, hash_new = table_digest(new)
     if cols_old == cols_new:
-        return f"| {dataset} | {name} | {rows_old:,} | {rows_new:,} | {'yes' if hash_old == hash_new else 'NO'} | |"
+        note = "" if hash_old == hash_new else changed_columns(old, new)
+        return f"| {dataset} | {name} | {rows_old:,} | {rows_new:,} | {'yes' if hash_old == hash_new else 'NO'} | {note} |"
     shared = sorted(set(cols_old) & set(cols_new))
     same = table_digest(old, shared)[2] == table_digest(new, shared)[2]
     added = sorted(set(cols_new) - set(cols_old))
     removed = sorted(set(cols_old) - set(cols_new))
     note = "; ".join(filter(None, [f"added {added}" if added else "", f"removed {removed}" if removed else ""]))
     return f"| {dataset} | {name} | {rows_old:,} | {rows_new:,} | {'yes' if same else 'NO'} (shared columns) | {note} |"
+
+
+def changed_columns(old: Path, new: Path) -> str:
+    """Which columns differ, for two tables of the same rows in the same order (else '')."""
+    a, b = pq.read_table(old).to_pandas(), pq.read_table(new).to_pandas()
+    if len(a) != len(b):
+        return ""
+    differ = [c for c in a.columns if not a[c].astype(str).equals(b[c].astype(str))]
+    return f"changed: {', '.join(differ)}" if differ else "same values, other order"
 
 
 if __name__ == "__main__":
