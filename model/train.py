@@ -199,7 +199,11 @@ class TrainingRun:
                   and data.kg_head.numel() > 0)
         self.kg = KGTriples(data) if use_kg else None
         self.n_batches = max(1, math.ceil(data.train_user.numel() / settings.batch_size))
-        self.notes = [*data.notes, *self.model.notes]
+        # the data's notes on the modalities concern the fusion variants only (for bprmf or
+        # lightgcn "the text graph is dropped" would describe a graph they never had)
+        data_notes = [n for n in data.notes
+                      if settings.variant in FUSION_VARIANTS or not n.startswith("modality ")]
+        self.notes = [*data_notes, *self.model.notes]
         # under DDP: the steps of this rank's share of each global batch (model/distributed.py)
         self.parallel = ParallelSteps(self.model, settings, dist) if dist is not None else None
         if dist is not None:

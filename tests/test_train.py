@@ -218,3 +218,19 @@ def test_precision_auto_is_bf16_only_where_it_was_validated(monkeypatch):
         train_module.uses_bf16("bf16", cpu, "full")
     with pytest.raises(ValueError, match="precision must be one of"):
         TrainSettings(precision="fp16")
+
+
+def test_modality_notes_are_said_to_the_models_that_have_modalities(tmp_path):
+    """Without any feature table the data notes that both modalities are absent; that is news
+    for the fusion variants (their graphs are dropped), not for BPR-MF, which never had them."""
+    tables = synthetic_tables(n_users=20, n_items=30, n_pairs=200, n_attributes=6, n_triples=40,
+                              sequence_length=5, seed=1)
+    tables.pop("clip_features")
+    data = build_data(tables)
+    assert any(n.startswith("modality ") for n in data.notes)
+    tiny = {"epochs": 1, "batch_size": 64, "embed_dim": 8, "relation_dim": 8, "layer_sizes": (8,),
+            "n_heads": 2, "n_blocks": 1, "ffn_dim": 8, "device": "cpu"}
+    bprmf = train(TrainSettings(variant="bprmf", **tiny), data, tmp_path / "b", log=quiet)
+    full = train(TrainSettings(variant="full", **tiny), data, tmp_path / "f", log=quiet)
+    assert not any(n.startswith("modality ") for n in bprmf.notes)
+    assert any(n.startswith("modality 'visual' absent") for n in full.notes)
