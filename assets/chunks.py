@@ -23,14 +23,13 @@ import warnings
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 
 from assets.features import TABLE, EncoderResource, FeaturesConfig, encode_contents
 from assets.media import MediaConfig, collect_media
 from assets.partitions import dataset_partitions
 from assets.resources import HttpResource, LakeResource
 from datasources.media import media_table
-from warehouse.chunks import DEFAULT_CHUNKS, ChunkStore, chunk_names, item_chunk
+from warehouse.chunks import DEFAULT_CHUNKS, ChunkStore, chunk_names, entity_chunks, item_chunk
 
 CHUNKS_ENV = "KG4REC_ITEM_CHUNKS"
 N_CHUNKS = int(os.environ.get(CHUNKS_ENV, DEFAULT_CHUNKS))
@@ -46,16 +45,6 @@ GROUP, OWNERS = "chunks", ["team:data"]
 def chunk_of(context: dg.AssetExecutionContext) -> tuple[str, int]:
     keys = dataset_item_chunks.get_partition_key_from_str(str(context.partition_key)).keys_by_dimension
     return keys["dataset"], chunk_names(N_CHUNKS).index(keys["item_chunk"])
-
-
-def entity_chunks(entities: pd.DataFrame, items: pd.DataFrame, n_chunks: int) -> np.ndarray:
-    """The chunk of each entity: an item goes with its item (its media are in that chunk), an
-    attribute entity by the hash of its key."""
-    chunks = item_chunk(entities["entity_key"].astype(str), n_chunks)
-    by_item = dict(zip(items["item_id"], item_chunk(items["item_key"].astype(str), n_chunks), strict=True))
-    is_item = entities["entity_id"].isin(by_item).to_numpy()
-    chunks[is_item] = entities.loc[is_item, "entity_id"].map(by_item).to_numpy()
-    return chunks
 
 
 @dg.asset(

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -39,6 +40,16 @@ def item_chunk(keys: Iterable[str], n_chunks: int) -> np.ndarray:
         raise ValueError(f"n_chunks must be >= 1, not {n_chunks}")
     return np.fromiter((int.from_bytes(hashlib.sha1(str(k).encode()).digest()[:8], "big") % n_chunks
                         for k in keys), dtype=np.int64)
+
+
+def entity_chunks(entities: pd.DataFrame, items: pd.DataFrame, n_chunks: int) -> np.ndarray:
+    """The chunk of each entity: an item goes with its item (its media are in that chunk), an
+    attribute entity by the hash of its key."""
+    chunks = item_chunk(entities["entity_key"].astype(str), n_chunks)
+    by_item = dict(zip(items["item_id"], item_chunk(items["item_key"].astype(str), n_chunks), strict=True))
+    is_item = entities["entity_id"].isin(by_item).to_numpy()
+    chunks[is_item] = entities.loc[is_item, "entity_id"].map(by_item).to_numpy()
+    return chunks
 
 
 def chunk_names(n_chunks: int) -> list[str]:
