@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import random
 import sys
@@ -49,7 +50,7 @@ import torch  # noqa: E402
 
 from bench.common import lake_tables, parse_settings, parse_value, run_store  # noqa: E402
 from model.config import VARIANTS, TrainSettings  # noqa: E402
-from model.data import build_data  # noqa: E402
+from model.data import build_data, with_valid_in_train  # noqa: E402
 from model.report import code_version, metric_rows, new_run_id, run_row  # noqa: E402
 from model.train import train  # noqa: E402
 
@@ -158,7 +159,7 @@ def replay_settings(record: dict, **changes) -> TrainSettings:
 
 def search_trials(records: list[dict]) -> list[dict]:
     """The search's own trials (replicate seeds of the chosen configuration excluded)."""
-    return [r for r in records if not r.get("replicate")]
+    return [r for r in records if not r.get("replicate") and not r.get("refit")]
 
 
 def report(ledger: Path) -> str:
@@ -167,8 +168,8 @@ def report(ledger: Path) -> str:
     records = list(read_ledger(ledger).values())
     lines = ["| study | variant | trials | chosen (validation) | valid Recall@20 | "
              "test Recall@20 | NDCG@20 | MRR@20 | best epoch | s/epoch | seeds: test Recall@20 | "
-             "seeds: test NDCG@20 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "seeds: test NDCG@20 | refit on train+valid: test Recall@20 | NDCG@20 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for study in dict.fromkeys(r["study"] for r in records):
         mine = search_trials([r for r in records if r["study"] == study])
         trials = {json.dumps(r["params"], sort_keys=True) for r in mine}  # configurations
@@ -177,10 +178,15 @@ def report(ledger: Path) -> str:
             best = choose(mine)
             lines.append(f"| {study} | {best['variant']} | {len(trials)} | (search open) best so "
                          f"far {best['params']} | {best['valid']['recall@20']:.4f} | – | – | – | "
-                         f"{best['best_epoch']} | {best['seconds_per_epoch']:.1f} | – | – |")
+                         f"{best['best_epoch']} | {best['seconds_per_epoch']:.1f} | – | – | – | – |")
             continue
-        c = chosen[-1]
-        t = c["test"]
+        c = max(chosen, key=lambda r: r.get("chosen_at") or r.get("tested_at") or "")  # latest
+        refits = [r for r in records if r.get("refit") and r.get("refit_of") == c["config_hash"]]
+        refit = ((mean_std([r["test"]["recall@20"] for r in refits]) if len(refits) > 1
+                  else f"{refits[0]['test']['recall@20']:.4f}") if refits else "–",
+                 (mean_std([r["test"]["ndcg@20"] for r in refits]) if len(refits) > 1
+                  else f"{refits[0]['test']['ndcg@20']:.4f}") if refits else "–")
+        t = c.get("test") or {"recall@20": math.nan, "ndcg@20": math.nan, "mrr@20": math.nan}
         runs = [c] + [r for r in records if r["study"] == study and r.get("replicate")
                       and r.get("chosen_hash") == c["config_hash"]]
         seeds = (f"{mean_std([r['test']['recall@20'] for r in runs])} (n={len(runs)})",
@@ -188,7 +194,7 @@ def report(ledger: Path) -> str:
         lines.append(f"| {study} | {c['variant']} | {len(trials)} | {c['params']} | "
                      f"{c['valid']['recall@20']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | "
                      f"{t['mrr@20']:.4f} | {c['best_epoch']} | {c['seconds_per_epoch']:.1f} | "
-                     f"{seeds[0]} | {seeds[1]} |")
+                     f"{seeds[0]} | {seeds[1]} | {refit[0]} | {refit[1]} |")
     return "\n".join(lines)
 
 
@@ -221,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="after the test read, train the chosen configuration again with "
                              "these seeds (validation early stopping, test evaluated): the "
                              "spread of the reported number")
+    parser.add_argument("--refit", action="store_true",
+                        help="the test read is of a refit: the chosen settings trained on "
+                             "train+valid for the chosen trial's best epoch count (no early "
+                             "stopping; a release's train file used whole) instead of the "
+                             "chosen checkpoint; replicate seeds are refits too")
     parser.add_argument("--no-warehouse", action="store_true", help="do not record the runs")
     parser.add_argument("--void", metavar="CONFIG_HASH",
                         help="withdraw a finished trial (it runs again next time); needs --reason")
@@ -267,9 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chosen on validation: trial {chosen['trial']} {chosen['params']}", flush=True)
     if search.store is not None:
         search.store.mark_chosen(study, args.dataset, chosen["config_hash"])
-    if not args.no_test:
+    seeds = [int(v) for v in args.replicate_seeds.split(",") if v.strip()]
+    if args.refit and not args.no_test:
+        if not chosen.get("chosen"):
+            append_ledger(ledger, {**chosen, "chosen": True, "chosen_at":
+                                   time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        for seed in [None, *seeds]:
+            search.refit(chosen, seed)
+    elif not args.no_test:
         chosen = search.test_once(chosen)
-        for seed in (int(v) for v in args.replicate_seeds.split(",") if v.strip()):
+        for seed in seeds:
             search.replicate(chosen, seed)
     return 0
 
@@ -368,9 +386,39 @@ class Search:
               f"ndcg@20 {result.test['ndcg@20']:.4f}", flush=True)
         return record
 
-    def _train(self, settings: TrainSettings, out_dir: Path):
+    def refit(self, chosen: dict, seed: int | None = None) -> dict:
+        """The chosen settings trained on train+valid for exactly the chosen trial's best epoch
+        count (:func:`model.data.with_valid_in_train`, ``keep_epoch=last``), then the test read
+        once; ``seed``: the same refit with another seed (the spread of the number)."""
+        changes = {"epochs": chosen["best_epoch"], "keep_epoch": "last", "max_seconds": None,
+                   "evaluate_test": True} | ({} if seed is None else {"seed": seed})
+        settings = TrainSettings.from_dict(chosen["settings"] | changes)
+        key = settings.config_hash()
+        done = read_ledger(self.ledger).get(key)
+        if done is not None and done.get("refit"):
+            print(f"refit {key}: already in {self.ledger.name}: test recall@20 "
+                  f"{done['test']['recall@20']:.4f}", flush=True)
+            return done
+        print(f"refit of {chosen['params']} on train+valid: {settings.epochs} epochs"
+              + ("" if seed is None else f", seed {seed}"), flush=True)
+        data = with_valid_in_train(self.data)
+        result = self._train(settings, self.out_root / key, data)
+        record = {**self._outcome(result), "refit": True, "refit_of": chosen["config_hash"],
+                  "params": chosen["params"], "config_hash": key, "valid": chosen["valid"],
+                  "train_pairs": int(data.train_user.numel()), "test": result.test,
+                  "tested_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if seed is not None:
+            record["seed"] = seed
+        append_ledger(self.ledger, record)
+        self._record_run(key, result, source="tuned")
+        t = result.test
+        print(f"test (once, refit of the chosen configuration): recall@20 {t['recall@20']:.4f} "
+              f"ndcg@20 {t['ndcg@20']:.4f} mrr@20 {t['mrr@20']:.4f}", flush=True)
+        return record
+
+    def _train(self, settings: TrainSettings, out_dir: Path, data=None):
         """Train (or resume) one configuration into ``out_dir``, logging to stdout."""
-        return train(settings, self.data, out_dir, resume=True,
+        return train(settings, self.data if data is None else data, out_dir, resume=True,
                      log=lambda m: print(m, flush=True))
 
     def _outcome(self, result) -> dict:

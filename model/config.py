@@ -41,6 +41,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "cold_items": ("propagated", "content"),
     "kg_loss": ("joint", "alternate", "none"),
     "negative_items": ("all", "train"),
+    "bpr_pairs": ("interactions", "users"),
+    "keep_epoch": ("best", "last"),
     "precision": ("auto", "bf16", "fp32"),
 }
 KG_LOSS_MODES = CHOICES["kg_loss"]
@@ -179,6 +181,15 @@ class TrainSettings(ModelConfig):
     negative_items: str = setting("all", "BPR negatives drawn from 'all' items or only 'train' "
                                   "items (the catalogue at training time; use it for cold-item "
                                   "splits).")
+    bpr_pairs: str = setting("interactions", "How an epoch's BPR (user, positive) pairs are drawn: "
+                             "'interactions' = every train pair once, shuffled; 'users' = as "
+                             "many draws of a uniformly chosen user with one of its train items "
+                             "(the sampler of KGAT/NGCF's code: every user weighs the same, as "
+                             "in the per-user mean of the metrics).")
+    keep_epoch: str = setting("best", "Whose weights the run ends with: 'best' = the best "
+                              "validation epoch (early stopping); 'last' = the last of exactly "
+                              "`epochs` epochs, no validation (a refit on train+valid with the "
+                              "epoch count validation chose: bench/tune.py --refit).")
     precision: str = setting("auto", "bf16 autocast of the matmuls: auto (CUDA with bf16; CPUs "
                              "with native bf16 for the fusion variants), bf16 (wherever "
                              "possible), fp32.")

@@ -304,6 +304,20 @@ def build_data(
     )
 
 
+def with_valid_in_train(data: RecData) -> RecData:
+    """The split of a refit: the validation pairs join train, no validation remains.
+
+    For the final model of a search (bench/tune.py --refit): validation has chosen the settings
+    and the number of epochs; the model is then trained on every pair the test does not hold,
+    as a release's published train file (e.g. KGAT's ``train.txt``) would be used whole."""
+    empty = data.valid_user[:0]
+    return replace(data, train_user=torch.cat([data.train_user, data.valid_user]),
+                   train_item=torch.cat([data.train_item, data.valid_item]),
+                   valid_user=empty, valid_item=empty.clone(),
+                   notes=[*data.notes, f"refit: {data.valid_user.numel():,} validation pairs "
+                          "trained on, no validation split"])
+
+
 def read_lake_tables(data_dir: str | Path, dataset: str, version: int | None = None
                      ) -> dict[str, pa.Table | None]:
     """Read one dataset's tables straight from the Parquet lake (no DuckDB, no Dagster).

@@ -46,7 +46,7 @@ from model.checkpoints import (
     restore_optimizer,
 )
 from model.config import FUSION_VARIANTS, TrainSettings
-from model.data import RecData
+from model.data import RecData, user_item_csr
 from model.distributed import DistContext, ParallelSteps
 from model.evaluate import evaluate, evaluate_slices
 from model.recommenders import build_model
@@ -191,6 +191,8 @@ class TrainingRun:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
         self.sampler = torch.Generator(device=self.device).manual_seed(settings.seed)
         self.positive_keys = torch.sort(data.train_user * data.n_items + data.train_item).values
+        self.user_items = (user_item_csr(data.n_users, data.train_user, data.train_item)
+                           if settings.bpr_pairs == "users" else None)
         # "train": the catalogue known at training time; items without a train pair (cold items)
         # are then never pushed down as negatives before anyone has seen them
         self.negative_pool = (torch.unique(data.train_item) if settings.negative_items == "train"
@@ -305,9 +307,7 @@ class TrainingRun:
         """One pass over the shuffled train pairs (BPR + alignment, and L_KG per its mode)."""
         settings, data, model = self.settings, self.data, self.model
         model.train()
-        n_train = data.train_user.numel()
-        order = torch.randperm(n_train, generator=self.sampler, device=self.device)
-        users, pos = data.train_user[order], data.train_item[order]
+        users, pos = self.bpr_pairs()
         neg = sample_negatives(users, data.n_items, self.positive_keys, self.sampler,
                                pool=self.negative_pool)
         kg_batches: list[tuple[torch.Tensor, ...]] = []
@@ -373,6 +373,23 @@ class TrainingRun:
             torch.cuda.synchronize(self.device)
         return losses
 
+    def bpr_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This epoch's (user, positive item) pairs, as many as there are train pairs."""
+        data = self.data
+        n_train = data.train_user.numel()
+        if self.settings.bpr_pairs == "interactions":
+            order = torch.randperm(n_train, generator=self.sampler, device=self.device)
+            return data.train_user[order], data.train_item[order]
+        # "users": a uniformly drawn user (among those with train pairs), then one of its items
+        indptr, items = self.user_items
+        degree = indptr[1:] - indptr[:-1]
+        active = torch.nonzero(degree > 0).squeeze(1)
+        users = active[torch.randint(active.numel(), (n_train,), generator=self.sampler,
+                                     device=self.device)]
+        offset = (torch.rand(n_train, generator=self.sampler, device=self.device)
+                  * degree[users]).long().clamp(max=degree[users] - 1)
+        return users, items[indptr[users] + offset]
+
     def _step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -437,7 +454,8 @@ class TrainingRun:
         with torch.no_grad():
             representations = model()
         # one ranking pass per split: the whole ("all") and its popularity/activity slices
-        splits = ("valid", "test") if settings.evaluate_test else ("valid",)
+        splits = (("valid",) if self.data.valid_user.numel() else ()) \
+            + (("test",) if settings.evaluate_test else ())
         slices = {split: evaluate_slices(model, self.data, split, chunk_users=settings.eval_chunk,
                                          representations=representations, dist=self.dist)
                   for split in splits}
@@ -445,7 +463,7 @@ class TrainingRun:
         result = TrainResult(
             settings=settings.to_dict(), config_hash=settings.config_hash(),
             device=str(self.device), best_epoch=state.best_epoch,
-            best_valid=slices["valid"]["all"],
+            best_valid=slices["valid"]["all"] if "valid" in slices else {},
             test=slices["test"]["all"] if settings.evaluate_test else {},
             history=state.history, seconds_per_epoch=state.train_seconds / max(epochs_run, 1),
             eval_seconds=float(np.mean(state.eval_seconds)) if state.eval_seconds else 0.0,
@@ -457,7 +475,8 @@ class TrainingRun:
         self.write_config(result)
         if self.dist is not None:
             self.dist.barrier()
-        shown = result.test or result.best_valid
+        shown = result.test or result.best_valid or {k: math.nan for k in
+                                                     ("recall@20", "ndcg@20", "mrr@20")}
         self.log(f"{settings.variant}: best epoch {result.best_epoch}, "
                  f"{'test' if result.test else 'valid'} recall@20 {shown['recall@20']:.4f} "
                  f"ndcg@20 {shown['ndcg@20']:.4f} mrr@20 {shown['mrr@20']:.4f}")
@@ -512,13 +531,18 @@ def _train(run: TrainingRun, resume: bool,
         state.epoch += 1
         record = {"epoch": state.epoch, **asdict(losses), "loss": losses.total(settings),
                   "seconds": seconds}
-        if state.epoch % settings.eval_every == 0 or state.epoch == settings.epochs:
+        validates = settings.keep_epoch == "best"  # "last": a refit, no validation split
+        if validates and (state.epoch % settings.eval_every == 0
+                          or state.epoch == settings.epochs):
             run.validate(record)
         run.log_epoch(record)
         if settings.max_seconds is not None and state.train_seconds >= settings.max_seconds:
             state.stopped = state.stopped or "time"
         if state.epoch >= settings.epochs:
             state.stopped = state.stopped or "epochs"
+        if not validates and state.stopped:
+            state.best_epoch = state.epoch
+            run.save_best()
         state.history.append(record)
         run.sync_state()
         state, record = run.state, run.state.history[-1]

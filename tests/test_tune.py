@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 import model.evaluate
+import model.train
+from model.config import TrainSettings
+from model.data import build_data
 from model.synthetic_data import synthetic_tables
 from tests.support.bench import load_bench
 from warehouse import Lake, Warehouse
@@ -202,3 +207,67 @@ def test_a_voided_trial_leaves_the_search_and_runs_again(tmp_path, capsys):
     assert "no finished trial abc" in capsys.readouterr().err
     tune.append_ledger(ledger, trial | {"valid": {"recall@20": 0.25}})  # the rerun counts
     assert tune.read_ledger(ledger)["abc"]["valid"]["recall@20"] == 0.25
+
+
+def test_a_refit_trains_on_train_and_valid_for_the_chosen_epochs_and_reads_test_once(
+        tmp_path, monkeypatch, capsys):
+    lake = Lake(tmp_path)
+    for name, table in synthetic_tables(n_users=30, n_items=120, n_pairs=900, n_attributes=5,
+                                        n_triples=30, sequence_length=5, seed=4).items():
+        lake.write(DATASET, name, table)
+    trained = []  # (train pairs, valid pairs, settings) of every training
+    real_train = model.train.train
+
+    def recording_train(settings, data, *args, **kwargs):
+        trained.append((data.train_user.numel(), data.valid_user.numel(), settings))
+        return real_train(settings, data, *args, **kwargs)
+
+    tune = _tune()
+    monkeypatch.setattr(tune, "train", recording_train)
+    ledger = tmp_path / f"{DATASET}.jsonl"
+    args = ["--dataset", DATASET, "--variant", "bprmf", "--data-dir", str(tmp_path),
+            "--ledger", str(ledger), "--grid", "bpr_pairs=interactions,users", "--no-warehouse",
+            "--refit"]
+    for key, value in TINY.items():
+        args += ["--set", f"{key}={json.dumps(value).replace(' ', '')}"]
+    assert tune.main(args) == 0
+    trials = [json.loads(line) for line in ledger.read_text().splitlines()][:2]
+    assert {t["params"]["bpr_pairs"] for t in trials} == {"interactions", "users"}
+    assert trials[0]["valid"] != trials[1]["valid"]  # the samplers draw different pairs
+    (search_train, search_valid, _), _, (refit_train, refit_valid, refit) = trained
+    assert refit_valid == 0 and refit_train == search_train + search_valid
+    best = max(trials, key=lambda t: t["valid"]["recall@20"])
+    assert refit.keep_epoch == "last" and refit.epochs == best["best_epoch"]
+    assert refit.bpr_pairs == best["params"]["bpr_pairs"]
+    records = [json.loads(line) for line in ledger.read_text().splitlines()]
+    chosen, done = records[2], records[3]
+    assert chosen["chosen"] and chosen["config_hash"] == best["config_hash"]
+    assert done["refit"] and done["refit_of"] == best["config_hash"] and "test" in done
+    assert done["epochs_run"] == best["best_epoch"] and done["best_epoch"] == best["best_epoch"]
+    assert all("test" not in r for r in records[:3])  # the test split: the refit's alone
+    row = next(line for line in tune.report(ledger).splitlines() if line.startswith("| bprmf"))
+    assert f"| {done['test']['recall@20']:.4f} |" in row
+    # rerun: nothing trains again
+    trained.clear()
+    assert tune.main(args) == 0 and trained == []
+    assert "refit" in capsys.readouterr().out
+
+
+def test_the_users_sampler_weighs_every_user_the_same():
+    from model.train import TrainingRun
+
+    tables = synthetic_tables(n_users=30, n_items=120, n_pairs=900, n_attributes=5,
+                              n_triples=30, sequence_length=5, seed=4)
+    data = build_data(tables)
+    run = TrainingRun(TrainSettings(variant="bprmf", bpr_pairs="users"), data,
+                      Path("/nonexistent"), log=lambda _m: None)
+    users, items = map(torch.cat, zip(*(run.bpr_pairs() for _ in range(20)), strict=True))
+    assert users.numel() == 20 * data.train_user.numel()
+    pairs = set(zip(data.train_user.tolist(), data.train_item.tolist(), strict=True))
+    assert all(p in pairs for p in zip(users.tolist(), items.tolist(), strict=True))
+    counts = torch.bincount(users, minlength=data.n_users).float()
+    active = torch.bincount(data.train_user, minlength=data.n_users) > 0
+    degree = torch.bincount(data.train_user, minlength=data.n_users).float()
+    # uniform over users, unlike the interactions sampler (∝ the user's train pairs)
+    assert counts[active].std() / counts[active].mean() < 0.1
+    assert torch.corrcoef(torch.stack([counts[active], degree[active]]))[0, 1] < 0.3
