@@ -417,11 +417,17 @@ def run_stage_here(stage: str, work: Path, args) -> None:
 # --------------------------------------------------------------------------- the parent
 
 
+def batch_at(size: float, args) -> int:
+    """The training batch at ``size``: fixed, or ``--batch-per-size`` × size (the same number of
+    steps per epoch at every size)."""
+    return max(1, round(args.batch_size * size)) if args.batch_per_size else args.batch_size
+
+
 def run_child(stage: str, work: Path, size: float, args) -> dict:
     """Run one stage in a fresh interpreter; its seconds and its own peak RSS (os.wait4)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--run-stage", stage,
            "--work-dir", str(work), "--size", repr(size), "--seed", str(args.seed),
-           "--batch-size", str(args.batch_size)]
+           "--batch-size", str(batch_at(size, args))]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     (work / f"{stage}.done").unlink(missing_ok=True)
@@ -562,6 +568,37 @@ def markdown(results: Results, stages: list[str], fitted: dict) -> str:
     return "\n".join(lines)
 
 
+TRAIN_PARTS = {"epoch_s": "epoch (steps)", "step_s": "one step", "eval_s": "one validation"}
+
+
+def training_parts(results: Results, stages: list[str]) -> str:
+    """The training stages taken apart: the epoch's steps, one step, one validation ranking
+    (each fitted against n): an epoch is steps × step, and a step propagates the whole graph."""
+    lines = ["| stage | size | batch | steps | epoch s | s/step | validation s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    fitted_rows = []
+    for stage in (s for s in stages if s.startswith("train_")):
+        for k, record in sorted(results.data["sizes"].items(), key=lambda kv: float(kv[0])):
+            if stage in record:
+                x = record[stage]["extra"]
+                lines.append(f"| {LABELS[stage]} | {k} | {x['batch_size']:,} | {x['steps']:,} | "
+                             f"{x['epoch_s']:.2f} | {x['epoch_s'] / x['steps']:.3f} | "
+                             f"{x['eval_s']:.2f} |")
+        _, ns, epoch = points(results, stage, "epoch_s")
+        _, _, steps = points(results, stage, "steps")
+        _, _, evals = points(results, stage, "eval_s")
+        if len(set(ns)) >= 2:
+            per_step = [e / st for e, st in zip(epoch, steps, strict=True)]
+            b = {part: fit_exponent(ns, ys)[0] for part, ys in
+                 (("epoch_s", epoch), ("step_s", per_step), ("eval_s", evals))}
+            fitted_rows.append(f"| {LABELS[stage]} | " + " | ".join(
+                f"{b[part]:.2f}" for part in TRAIN_PARTS) + " |")
+    if fitted_rows:
+        lines += ["", "| stage | " + " | ".join(f"b: {v}" for v in TRAIN_PARTS.values()) + " |",
+                  "|---|" + "---:|" * len(TRAIN_PARTS), *fitted_rows]
+    return "\n".join(lines)
+
+
 def verdict(stages: list[str], fitted: dict) -> list[str]:
     out = []
     slow = [s for s in stages if fitted[s].get("seconds_ok") is False]
@@ -633,6 +670,10 @@ def parse_args(argv: list[str] | None):
                         help="torch CPU threads of the training stages (0: torch's default)")
     parser.add_argument("--batch-size", type=int, default=10240,
                         help="BPR batch of both variants (docs/MODEL.md's ML-1M setting)")
+    parser.add_argument("--batch-per-size", action="store_true",
+                        help="batch = --batch-size × size: every size trains the same number of "
+                             "steps per epoch (each step propagates the whole graph, so a fixed "
+                             "batch makes an epoch cost steps × graph ∝ n²)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "scaling.png",
                         help="the plot; .md and .json (results, resumable) are written beside it")
@@ -658,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
     stages = [s for s in STAGES if not (args.skip_full and s == "train_full")]
     settings = {"generator": GENERATOR_VERSION, "seed": args.seed, "threads": args.threads,
                 "batch_size": args.batch_size, "bfs_n": BFS_N, "full_seq_len": FULL_SEQ_LEN}
+    if args.batch_per_size:  # (absent otherwise: results files written before it stay valid)
+        settings["batch_per_size"] = True
     out = args.out.resolve()
     results = Results(out.with_suffix(".json"), settings, args.fresh)
     work_root = (args.work_dir or Path(tempfile.gettempdir()) / f"kg4rec-scaling-seed{args.seed}")
@@ -671,14 +714,16 @@ def main(argv: list[str] | None = None) -> int:
     fitted = fits(results, shown)
     table = markdown(results, shown, fitted)
     lines = verdict(shown, fitted)
-    print("\n" + table + "\n")
+    parts = training_parts(results, shown)
+    print("\n" + table + "\n\n" + parts + "\n")
     for line in lines:
         print(line)
     gens = [(k, r["generate"]["seconds"]) for k, r in results.data["sizes"].items() if "generate" in r]
     print("generation (not a stage): " + ", ".join(f"{k}× {s:.1f} s" for k, s in gens))
     results.save(fits=fitted)
     out.with_suffix(".md").write_text(
-        f"# Scaling (bench/scaling.py)\n\n{table}\n\n" + "\n".join(f"* {x}" for x in lines) + "\n")
+        f"# Scaling (bench/scaling.py)\n\nsettings: {json.dumps(settings)}\n\n{table}\n\n"
+        + "\n".join(f"* {x}" for x in lines) + f"\n\nThe training stages taken apart:\n\n{parts}\n")
     plot(results, shown, fitted, out)
     print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.json')}")
     return 0

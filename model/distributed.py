@@ -1,13 +1,10 @@
 """Data-parallel training under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on CUDA).
 
-Launch::
+Launch (the one training command, :mod:`model.job`, under torchrun)::
 
-    torchrun --nproc_per_node N -m model.distributed --config run.json
+    torchrun --nproc_per_node N -m model.job --config run.json
 
-``run.json``: ``{"dataset": str, "data_dir": str, "lake_version": int|null, "settings": {...
-TrainSettings fields}, "resume": bool, "out_dir": str|null, "timeout_s": float|null}``
-(``out_dir`` null: ``<data_dir>/models/<dataset>/<variant>/<config hash>``, as the asset does).
-An entry point of its own calls :func:`distributed_from_env` and passes the context to
+The entry point calls :func:`distributed_from_env` and passes the context to
 ``model.train.train(..., dist=ctx)``; ``None`` (no torchrun) is the ordinary single process.
 
 What is split, and what is not
@@ -55,11 +52,7 @@ turns the backend's error into :class:`DistributedFailure` saying so.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,11 +68,6 @@ from torch import nn
 #: the longest wait of one rank for the others: keep it above the slowest checkpoint write.
 DEFAULT_TIMEOUT_S = 300.0
 TIMEOUT_ENV = "KG4REC_DIST_TIMEOUT_S"
-#: Test hook (honoured by this module's ``__main__`` only, never by ``train``): JSON
-#: ``{"rank": r, "epoch": e, "pid_file": path}`` — after epoch e's checkpoint, rank r writes its
-#: pid to ``pid_file`` and stops responding, so a test can kill it (a dead rank) or leave it
-#: (a hung rank: the process-group timeout).
-TEST_STALL_ENV = "KG4REC_TEST_STALL"
 
 
 class DistributedFailure(RuntimeError):
@@ -300,64 +288,3 @@ class ParallelSteps:
     def kg_step(self, kg) -> tuple[torch.Tensor, torch.Tensor]:
         kg_share, kg_weight = self._share(kg)
         return self.ddp(None, 0.0, None, kg_share, kg_weight)
-
-
-# --------------------------------------------------------------------------- python -m
-
-
-def _stall_hook(dist: DistContext):
-    """The test hook of :data:`TEST_STALL_ENV` as an ``on_epoch_end`` (None when unset)."""
-    spec = os.environ.get(TEST_STALL_ENV)
-    if not spec:
-        return None
-    stall = json.loads(spec)
-
-    def on_epoch_end(record: dict[str, Any]) -> None:
-        if dist.rank == stall["rank"] and record["epoch"] == stall["epoch"]:
-            tmp = Path(f"{stall['pid_file']}.tmp")
-            tmp.write_text(str(os.getpid()))
-            tmp.replace(stall["pid_file"])  # whole, for the test polling it
-            while True:  # stop responding; the test kills us or the others time out
-                time.sleep(1)
-
-    return on_epoch_end
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.distributed",
-                                     description="Train under torchrun (one process without it).")
-    parser.add_argument("--config", required=True, help="run.json (see the module docstring)")
-    args = parser.parse_args(argv)
-    config = json.loads(Path(args.config).read_text("utf-8"))
-
-    from model.config import TrainSettings
-    from model.data import build_data, read_lake_tables
-    from model.train import train
-
-    settings = TrainSettings(**config["settings"])
-    out_dir = Path(config.get("out_dir") or Path(config["data_dir"]) / "models"
-                   / config["dataset"] / settings.variant / settings.config_hash())
-    dist = distributed_from_env(settings.device, config.get("timeout_s"))
-    rank = dist.rank if dist is not None else 0
-
-    def log(line: str) -> None:
-        print(line if dist is None else f"[rank {rank}] {line}", flush=True)
-
-    try:
-        data = build_data(read_lake_tables(config["data_dir"], config["dataset"],
-                                           config.get("lake_version")))
-        if dist is not None and dist.is_main:
-            log(f"{dist.world_size} ranks, backend {dist.backend}, device {dist.device}, "
-                f"timeout {dist.timeout_s:g} s")
-        train(settings, data, out_dir, resume=bool(config.get("resume", True)), log=log,
-              on_epoch_end=_stall_hook(dist) if dist is not None else None, dist=dist)
-    finally:
-        if dist is not None:
-            dist.close()
-    return 0
-
-
-if __name__ == "__main__":
-    from torch.distributed.elastic.multiprocessing.errors import record
-
-    sys.exit(record(main)())

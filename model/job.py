@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -107,10 +108,39 @@ def train_model(job: JobConfig, data, log: Log):
 
     dist = distributed_from_env(job.settings.device, job.timeout_s)
     try:
-        return train(job.settings, data, job.output_dir(), resume=job.resume, log=log, dist=dist)
+        if dist is not None and dist.is_main:
+            log(f"{dist.world_size} ranks, backend {dist.backend}, device {dist.device}, "
+                f"timeout {dist.timeout_s:g} s")
+        return train(job.settings, data, job.output_dir(), resume=job.resume, log=log, dist=dist,
+                     on_epoch_end=stall_hook(world()[0]))
     finally:
         if dist is not None:
             dist.close()
+
+
+#: Test hook of the failure tests (tests/test_ddp.py): JSON ``{"rank": r, "epoch": e,
+#: "pid_file": path}`` — after epoch e's checkpoint, rank r writes its pid to ``pid_file`` and
+#: stops responding, so a test can kill it (a dead rank) or leave it (a hung rank: the
+#: process-group timeout). Unset, nothing happens.
+TEST_STALL_ENV = "KG4REC_TEST_STALL"
+
+
+def stall_hook(rank: int) -> Callable[[dict[str, Any]], None] | None:
+    """The :data:`TEST_STALL_ENV` hook as an ``on_epoch_end`` (None when unset)."""
+    spec = os.environ.get(TEST_STALL_ENV)
+    if not spec:
+        return None
+    stall = json.loads(spec)
+
+    def on_epoch_end(record: dict[str, Any]) -> None:
+        if rank == stall["rank"] and record["epoch"] == stall["epoch"]:
+            tmp = Path(f"{stall['pid_file']}.tmp")
+            tmp.write_text(str(os.getpid()))
+            tmp.replace(stall["pid_file"])  # whole, for the test polling it
+            while True:  # stop responding; the test kills us or the others time out
+                time.sleep(1)
+
+    return on_epoch_end
 
 
 def say(line: str) -> None:

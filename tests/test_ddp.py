@@ -1,4 +1,4 @@
-"""Data-parallel training (model/distributed.py) under torchrun, gloo on the CPU.
+"""Data-parallel training (model/distributed.py) under ``torchrun -m model.job``, gloo on the CPU.
 
 The torchrun runs train ``kgat`` with its joint TransR loss: BPR and KG batches are both
 sharded, its message dropout (0.1) stays on — every rank draws the same masks as one process
@@ -83,7 +83,7 @@ def free_port() -> int:
 
 
 def torchrun(lake: Path, out_dir: Path, nproc: int = 2, timeout_s: float = 60,
-             stall: dict | None = None, module: str = "model.distributed") -> subprocess.Popen:
+             stall: dict | None = None) -> subprocess.Popen:
     config = {"dataset": DATASET, "data_dir": str(lake), "lake_version": None,
               "settings": SETTINGS, "resume": True, "out_dir": str(out_dir),
               "timeout_s": timeout_s}
@@ -97,7 +97,7 @@ def torchrun(lake: Path, out_dir: Path, nproc: int = 2, timeout_s: float = 60,
     return subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
          "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-         "-m", module, "--config", str(path)],
+         "-m", "model.job", "--config", str(path)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
 
@@ -203,7 +203,7 @@ def launches(lake, tmp_path_factory):
     stall = {"rank": 1, "epoch": 1}
     runs = {
         # the production entry point (what Pipes launches), under torchrun
-        "two": torchrun(lake, root / "two", module="model.job"),
+        "two": torchrun(lake, root / "two"),
         "killed": torchrun(lake, root / "killed",
                            stall=stall | {"pid_file": str(root / "killed.pid")}),
         # 8 s: well above the lag between ranks of a loaded CPU (start-up included)
