@@ -367,7 +367,8 @@ def full_precision() -> str:
     return "bf16" if torch.cuda.is_available() or cpu_has_bf16() else "auto"
 
 
-def stage_train(work: Path, variant: str, threads: int | None, batch_size: int, **_) -> dict:
+def stage_train(work: Path, variant: str, threads: int | None, batch_size: int,
+                fusion_checkpoint: bool = False, **_) -> dict:
     import torch
 
     from model.config import TrainSettings
@@ -385,7 +386,8 @@ def stage_train(work: Path, variant: str, threads: int | None, batch_size: int, 
     data = build_data(tables)
     data_s = time.perf_counter() - t0
     del tables
-    extra = {"seq_len": FULL_SEQ_LEN, "precision": full_precision()} if variant == "full" else {}
+    extra = {"seq_len": FULL_SEQ_LEN, "precision": full_precision(),
+             "fusion_checkpoint": fusion_checkpoint} if variant == "full" else {}
     settings = TrainSettings.from_dict({
         "variant": variant, "epochs": 1, "batch_size": batch_size, "patience": 10**6,
         "evaluate_test": False, **extra})
@@ -404,7 +406,7 @@ def stage_train(work: Path, variant: str, threads: int | None, batch_size: int, 
 def run_stage_here(stage: str, work: Path, args) -> None:
     """The child's side: run one stage, write ``<stage>.result.json`` and ``<stage>.done``."""
     kwargs = {"size": args.size, "seed": args.seed, "threads": args.threads,
-              "batch_size": args.batch_size}
+              "batch_size": args.batch_size, "fusion_checkpoint": args.fusion_checkpoint}
     if stage.startswith("train_"):
         out = stage_train(work, variant=stage.removeprefix("train_"), **kwargs)
     else:
@@ -430,6 +432,8 @@ def run_child(stage: str, work: Path, size: float, args) -> dict:
            "--batch-size", str(batch_at(size, args))]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if args.fusion_checkpoint:
+        cmd.append("--fusion-checkpoint")
     (work / f"{stage}.done").unlink(missing_ok=True)
     proc = subprocess.Popen(cmd)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -674,6 +678,10 @@ def parse_args(argv: list[str] | None):
                         help="batch = --batch-size × size: every size trains the same number of "
                              "steps per epoch (each step propagates the whole graph, so a fixed "
                              "batch makes an epoch cost steps × graph ∝ n²)")
+    parser.add_argument("--fusion-checkpoint", action="store_true",
+                        help="full: recompute the fusion blocks in backward "
+                             "(TrainSettings.fusion_checkpoint): its memory no longer grows "
+                             "with tokens × blocks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "scaling.png",
                         help="the plot; .md and .json (results, resumable) are written beside it")
@@ -699,8 +707,8 @@ def main(argv: list[str] | None = None) -> int:
     stages = [s for s in STAGES if not (args.skip_full and s == "train_full")]
     settings = {"generator": GENERATOR_VERSION, "seed": args.seed, "threads": args.threads,
                 "batch_size": args.batch_size, "bfs_n": BFS_N, "full_seq_len": FULL_SEQ_LEN}
-    if args.batch_per_size:  # (absent otherwise: results files written before it stay valid)
-        settings["batch_per_size"] = True
+    # (absent unless set: results files written before these options stay valid)
+    settings |= {k: True for k in ("batch_per_size", "fusion_checkpoint") if getattr(args, k)}
     out = args.out.resolve()
     results = Results(out.with_suffix(".json"), settings, args.fresh)
     work_root = (args.work_dir or Path(tempfile.gettempdir()) / f"kg4rec-scaling-seed{args.seed}")

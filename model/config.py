@@ -64,7 +64,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 #: Settings that change neither the model nor its training (left out of the config hash).
-NOT_HASHED = ("device", "eval_chunk", "evaluate_test")
+NOT_HASHED = ("device", "eval_chunk", "evaluate_test", "fusion_checkpoint")
 
 
 def default_propagation(variant: str) -> dict[str, str]:
@@ -99,6 +99,12 @@ class ModelConfig:
     n_blocks: int = setting(3, "Cross-modal blocks of the Bi-Transformer.")
     intra_layers: int = setting(1, "Intra-modal (visual/text transformer) layers.")
     ffn_dim: int = setting(128, "Hidden size of the transformer FFN.")
+    fusion_checkpoint: bool = setting(False, "Recompute each fusion block's activations in the "
+                                      "backward pass (torch.utils.checkpoint) instead of "
+                                      "keeping them: the same function and gradients, about a "
+                                      "third more fusion compute, and the fusion's training "
+                                      "memory no longer grows with tokens × blocks (for "
+                                      "catalogues far past ML-1M: docs/SCALING.md).")
     attn_dropout: float = setting(0.0, "Dropout on the attention weights (about 4x slower "
                                   "attention on CPU).")
     seq_len: int | None = setting(None, "First positions of each BFS sequence S_i used "

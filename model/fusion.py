@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 #: Which key/value modalities each query modality attends to, per fusion mode.
@@ -154,8 +155,10 @@ class BiTransformer(nn.Module):
     """
 
     def __init__(self, modalities: Sequence[str], dim: int, heads: int, ffn_dim: int,
-                 n_blocks: int, intra_layers: int, dropout: float, mode: str = "bi") -> None:
+                 n_blocks: int, intra_layers: int, dropout: float, mode: str = "bi",
+                 checkpoint: bool = False) -> None:
         super().__init__()
+        self.checkpoint = checkpoint  # recompute each block in backward (item_outputs only)
         if mode not in ROUTES:
             raise ValueError(f"fusion mode must be one of {sorted(ROUTES)}, got {mode!r}")
         self.modalities = tuple(modalities)
@@ -187,8 +190,14 @@ class BiTransformer(nn.Module):
         two modalities share their keys (mode "bi"), their queries go through one call.
         """
         h = dict(tokens.hidden)
+        recompute = self.checkpoint and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            h = block.packed(h, tokens, last=i == len(self.blocks) - 1)
+            last = i == len(self.blocks) - 1
+            if recompute:  # keeps the block's input only; the same dropout masks on recompute
+                h = torch.utils.checkpoint.checkpoint(block.packed, h, tokens, last,
+                                                      use_reentrant=False)
+            else:
+                h = block.packed(h, tokens, last=last)
         return h
 
 

@@ -129,7 +129,8 @@ class MultiKG4Rec(TransRLossMixin, Recommender):
         d, modalities = config.embed_dim, self.modalities
         self.fusion = BiTransformer(modalities, d, config.n_heads, config.ffn_dim,
                                     config.n_blocks, config.intra_layers,
-                                    config.attn_dropout, mode)
+                                    config.attn_dropout, mode,
+                                    checkpoint=config.fusion_checkpoint)
         self.proj = nn.ModuleDict({
             m: nn.Sequential(nn.Linear(data.features[m].dim, d), nn.LeakyReLU())
             for m in modalities})

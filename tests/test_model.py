@@ -276,6 +276,35 @@ def test_packed_fusion_equals_the_padded_definition(mode):
         assert torch.allclose(a, c, atol=1e-5)
 
 
+def test_checkpointed_fusion_has_the_same_outputs_and_gradients_with_dropout_on():
+    """fusion_checkpoint recomputes the blocks in backward: the same function, the same
+    dropout masks (RNG state replayed), the same gradients."""
+    b, length = 12, 6
+    valid = {m: torch.rand(b, length, generator=torch.Generator().manual_seed(2)) > 0.4
+             for m in ("visual", "text")}
+    index = {m: PackedTokens.keep_mask(valid[m]).flatten().nonzero(as_tuple=True)[0]
+             for m in valid}
+    runs = []
+    for checkpoint in (False, True):
+        torch.manual_seed(1)
+        fusion = BiTransformer(("visual", "text"), 16, 2, 32, 2, 1, 0.2, "bi",
+                               checkpoint=checkpoint).train()
+        x = {m: torch.randn(b * length, 16, requires_grad=True) for m in valid}
+        torch.manual_seed(7)  # the dropout draws
+        out = fusion.item_outputs(PackedTokens({m: x[m][index[m]] for m in x}, valid, index,
+                                               b, length))
+        sum((out[m] * torch.arange(16.0)).sum() for m in out).backward()
+        runs.append(({m: out[m].detach() for m in out}, {m: x[m].grad for m in x},
+                     [p.grad for p in fusion.parameters()]))
+    (plain, plain_x, plain_p), (ckpt, ckpt_x, ckpt_p) = runs
+    for m in plain:
+        assert torch.allclose(plain[m], ckpt[m], atol=1e-6)
+        assert torch.allclose(plain_x[m], ckpt_x[m], atol=1e-5)
+    assert any(g.abs().sum() > 0 for g in plain_p)
+    for a, c in zip(plain_p, ckpt_p, strict=True):
+        assert torch.allclose(a, c, atol=1e-5)
+
+
 def test_model_packed_fusion_equals_padded(data):
     """The whole model (content tokens, type/hop/modality embeddings, missing vectors) gives the
     same scores and gradients through either fusion path."""
