@@ -443,7 +443,16 @@ def run_child(stage: str, work: Path, size: float, args) -> dict:
                          "the stages measured so far are kept: run again to resume")
     out = json.loads((work / f"{stage}.result.json").read_text())
     out["peak_rss_gb"] = usage.ru_maxrss * 1024 / GB  # ru_maxrss: KiB on Linux
+    out["code"] = code_version()
     return out
+
+
+def code_version() -> str:
+    """The commit that measured a stage (``+dirty`` with uncommitted changes)."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True).stdout
+    return git("rev-parse", "--short", "HEAD").strip() + ("+dirty" if git("status", "--porcelain",
+                                                                        "--untracked-files=no").strip() else "")
 
 
 class Results:
@@ -691,6 +700,11 @@ def parse_args(argv: list[str] | None):
                         help="keep each size's data directory after it is complete")
     parser.add_argument("--fresh", action="store_true",
                         help="ignore (and overwrite) an existing results file")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                        help="the stages to measure (default: all; the ones they need run too)")
+    parser.add_argument("--redo", nargs="+", choices=STAGES, default=[],
+                        help="forget the recorded results of these stages first (e.g. after "
+                             "changing their code); each record names the code that made it")
     parser.add_argument("--run-stage", choices=["generate", *STAGES], help=argparse.SUPPRESS)
     parser.add_argument("--size", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -704,13 +718,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.run_stage:
         run_stage_here(args.run_stage, args.work_dir, args)
         return 0
-    stages = [s for s in STAGES if not (args.skip_full and s == "train_full")]
+    stages = [s for s in STAGES if s in args.stages
+              and not (args.skip_full and s == "train_full")]
     settings = {"generator": GENERATOR_VERSION, "seed": args.seed, "threads": args.threads,
                 "batch_size": args.batch_size, "bfs_n": BFS_N, "full_seq_len": FULL_SEQ_LEN}
     # (absent unless set: results files written before these options stay valid)
     settings |= {k: True for k in ("batch_per_size", "fusion_checkpoint") if getattr(args, k)}
     out = args.out.resolve()
     results = Results(out.with_suffix(".json"), settings, args.fresh)
+    for record in results.data["sizes"].values():
+        for stage in args.redo:
+            record.pop(stage, None)
     work_root = (args.work_dir or Path(tempfile.gettempdir()) / f"kg4rec-scaling-seed{args.seed}")
     if args.fresh:
         for size in args.sizes:

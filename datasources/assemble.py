@@ -67,10 +67,30 @@ def _translate_indices(keys: pd.Series, catalogue: pd.DataFrame | None, key_col:
     return translated
 
 
-def _number(keys_in_use: pd.Series, catalogue: pd.DataFrame | None, key_col: str,
+def _ts_rank(ts: pd.Series) -> np.ndarray:
+    """Sort keys of ``ts`` with missing timestamps first (as ``sort_values(na_position="first")``)."""
+    return pd.array(ts, dtype="Int64").to_numpy(dtype=np.int64,
+                                                 na_value=np.iinfo(np.int64).min)
+
+
+def _number_codes(codes: np.ndarray, keys: pd.Index | np.ndarray, catalogue: pd.DataFrame | None,
+                  key_col: str, keep_inactive: bool
+                  ) -> tuple[pd.DataFrame, dict[str, int], np.ndarray]:
+    """:func:`_number` of the keys behind factorized ``codes`` (``keys[code]``), and the id of
+    every code (-1 for a key no row uses any more)."""
+    used_codes = pd.unique(codes)
+    table, stats = _number(pd.Index(np.asarray(keys, dtype=object)[used_codes]), catalogue,
+                           key_col, keep_inactive)
+    id_col = key_col.replace("_key", "_id")
+    ids = pd.Series(table[id_col].to_numpy(), index=table[key_col].to_numpy())
+    id_of = ids.reindex(np.asarray(keys, dtype=object)).fillna(-1).to_numpy(np.int64)
+    return table, stats, id_of
+
+
+def _number(used: pd.Index, catalogue: pd.DataFrame | None, key_col: str,
             keep_inactive: bool) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Give contiguous ids: catalogue order first, unseen keys after; returns the id table."""
-    used = pd.Index(pd.unique(keys_in_use))
+    """Give contiguous ids to the ``used`` keys (unique): catalogue order first, unseen keys
+    after; returns the id table."""
     stats: dict[str, int] = {}
     if catalogue is not None and len(catalogue):
         duplicated = catalogue[key_col].duplicated()
@@ -146,49 +166,66 @@ def assemble_dataset(
         raise ValueError(f"unknown key_space {key_space!r}")
 
     report["warnings"] = []
-    for column, what in (("user_key", "user"), ("item_key", "item")):
-        n_bad, warning = _non_numeric_keys(frame[column], what)
+    frame = frame.reset_index(drop=True)
+    # Each key column is hashed once (pd.factorize); from here on rows carry int codes, so the
+    # duplicate rule, the numbering and the id lookup are integer work whose cost stays
+    # linear as the data outgrows the CPU caches (hashing millions of strings three times
+    # did not: bench/scaling.py). The outputs are those of the key-based rules.
+    user_code, user_keys = pd.factorize(frame["user_key"])
+    item_code, item_keys = pd.factorize(frame["item_key"])
+    for keys, what in ((user_keys, "user"), (item_keys, "item")):
+        n_bad, warning = _non_numeric_keys(pd.Series(keys), what)
         report[f"{what}s_non_numeric_keys"] = n_bad
         if warning:
             report["warnings"].append(warning)
 
-    null_rows = frame["item_key"].isna() | frame["user_key"].isna()
+    null_rows = (item_code < 0) | (user_code < 0)
     report["rows_with_unknown_item_dropped"] = int(null_rows.sum())
-    frame = frame[~null_rows]
-
+    keep = ~null_rows
     has_folds = "fold" in frame.columns
-    if has_folds:
-        frame = _resolve_folds(frame, report)
-
-    if frame["ts"].notna().any():
-        frame = frame.sort_values("ts", kind="stable", na_position="first")
-    duplicated = frame.duplicated(["user_key", "item_key"], keep="last")
+    if has_folds:  # the pairs a source puts in two folds get their later fold first
+        fold = frame["fold"].to_numpy(dtype=object).copy()
+        fold[keep] = _resolve_folds(frame[keep], report)["fold"].to_numpy(dtype=object)
+    if frame["ts"].notna().any():  # the latest row of a pair wins: rows in time order
+        order = np.argsort(_ts_rank(frame["ts"]), kind="stable")
+        keep = order[keep[order]]
+    else:
+        keep = np.flatnonzero(keep)
+    pair = pd.Series(user_code[keep].astype(np.int64) * max(len(item_keys), 1) + item_code[keep])
+    duplicated = pair.duplicated(keep="last").to_numpy()
     report["duplicate_pairs_dropped"] = int(duplicated.sum())
-    frame = frame[~duplicated]
+    keep = keep[~duplicated]
+    user_code, item_code = user_code[keep], item_code[keep]
 
-    user_table, user_stats = _number(frame["user_key"], users, "user_key", keep_inactive)
-    item_table, item_stats = _number(frame["item_key"], items, "item_key", keep_inactive)
+    user_table, user_stats, user_id_of = _number_codes(user_code, user_keys, users, "user_key",
+                                                       keep_inactive)
+    item_table, item_stats, item_id_of = _number_codes(item_code, item_keys, items, "item_key",
+                                                       keep_inactive)
     report.update({f"users_{k}": v for k, v in user_stats.items()})
     report.update({f"items_{k}": v for k, v in item_stats.items()})
 
-    user_ids = pd.Series(user_table["user_id"].to_numpy(), index=user_table["user_key"].to_numpy())
-    item_ids = pd.Series(item_table["item_id"].to_numpy(), index=item_table["item_key"].to_numpy())
+    user_id, item_id = user_id_of[user_code], item_id_of[item_code]
+    if (user_id < 0).any() or (item_id < 0).any():  # keys and the id tables disagree in type
+        raise AssertionError("assemble_dataset: a used key got no id")
+    # rows by (user_id, item_id); pairs are unique now, so one int64 key orders them
+    order = np.argsort(user_id.astype(np.int64) * max(len(item_table), 1) + item_id,
+                       kind="stable")
+    rows = keep[order]
     out = pd.DataFrame(
         {
-            "user_id": frame["user_key"].map(user_ids).to_numpy(np.int32),
-            "item_id": frame["item_key"].map(item_ids).to_numpy(np.int32),
-            "rating": frame["rating"].to_numpy(np.float32),
-            "ts": frame["ts"].to_numpy(),
-            "label": frame["label"].to_numpy(),
+            "user_id": user_id[order].astype(np.int32),
+            "item_id": item_id[order].astype(np.int32),
+            "rating": frame["rating"].to_numpy(np.float32)[rows],
+            "ts": frame["ts"].to_numpy()[rows],
+            "label": frame["label"].to_numpy()[rows],
         }
     )
     out = out.astype({"ts": "Int64", "label": "Int8"})
     if has_folds:
-        folds = frame["fold"]
+        folds = pd.Series(fold[rows])
         out["fold"] = folds.where(folds.notna(), None).to_numpy(dtype=object)
         for name in _FOLD_ORDER:
             report[f"fold_{name}_pairs"] = int((out["fold"] == name).sum())
-    out = out.sort_values(["user_id", "item_id"], kind="stable").reset_index(drop=True)
 
     if "title" not in item_table.columns:
         item_table["title"] = None

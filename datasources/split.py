@@ -125,6 +125,26 @@ def expected_shares(counts: np.ndarray, ratios: Sequence[float] = (0.8, 0.1, 0.1
     return totals / totals.sum()
 
 
+def order_by_user_then_hash(user_ids: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """``np.lexsort((hashes, user_ids))``, ~3x faster on millions of rows: one uint64 key, the
+    user in the high bits and the hash's top bits below it, sorted stably. Two rows of one user
+    whose hashes agree in those top bits (odds ~ count² / 2^(64 - user bits)) would be ordered
+    differently than lexsort orders them, so then lexsort runs instead: the order is always
+    lexsort's. (Two lexsort keys gather out of cache as the data grows: bench/scaling.py.)"""
+    if user_ids.min() < 0:
+        return np.lexsort((hashes, user_ids))
+    bits = max(int(user_ids.max()).bit_length(), 1)
+    if bits > 32:
+        return np.lexsort((hashes, user_ids))
+    key = (user_ids.astype(np.uint64) << np.uint64(64 - bits)) | (
+        hashes.astype(np.uint64) >> np.uint64(bits))
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    if np.any(ordered[1:] == ordered[:-1]):  # a truncated-hash tie: lexsort decides
+        return np.lexsort((hashes, user_ids))
+    return order
+
+
 def split_interactions(
     user_ids: np.ndarray,
     item_ids: np.ndarray,
@@ -142,7 +162,7 @@ def split_interactions(
         raise ValueError("user_ids and item_ids must have the same shape")
     if len(user_ids) == 0:
         return np.zeros(0, dtype=np.int8)
-    order = np.lexsort((pair_hash(seed, user_ids, item_ids), user_ids))
+    order = order_by_user_then_hash(user_ids, pair_hash(seed, user_ids, item_ids))
     sorted_users = user_ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
     counts = np.diff(np.r_[starts, len(order)])

@@ -202,7 +202,9 @@ class _Ranker:
             rank[self.order] = node
             self.rank = rank
             rows = np.repeat(node, self.deg)
-            packed = np.sort(rows * self.n_nodes + rank[graph.indices])
+            # rows are already in order (CSR): the stable sort (radix/timsort) only orders each
+            # row's ranks, ~3x faster than quicksort on millions of edges (bench/scaling.py)
+            packed = np.sort(rows * self.n_nodes + rank[graph.indices], kind="stable")
             self.values = packed - rows * self.n_nodes  # neighbour ranks, ascending per row
             self.cap = n  # exact prefix length, see module docstring
         else:

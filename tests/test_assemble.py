@@ -90,3 +90,38 @@ def test_declared_folds_become_a_fold_column_and_a_pair_in_two_folds_stays_in_te
     plain = assemble_dataset(pd.concat([train, test]))
     assert list(plain.interactions.columns) == ["user_id", "item_id", "rating", "ts", "label"]
     assert "pairs_in_two_folds" not in plain.report
+
+
+def test_the_code_based_assembly_equals_the_key_based_rules_on_random_rows():
+    """Random rows with repeated pairs, equal and missing timestamps and null keys, against the
+    rules written directly on the key columns (the latest row of a pair, by time, wins; ids in
+    natural key order; rows ordered by user, item)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    users = rng.integers(0, 60, n).astype(str).astype(object)
+    items = rng.integers(0, 100, n).astype(str).astype(object)
+    items[rng.random(n) < 0.02] = None
+    ts = pd.array(rng.integers(0, 50, n), dtype="Int64")
+    ts[rng.random(n) < 0.05] = pd.NA
+    inter = pd.DataFrame({"user_key": users, "item_key": items, "rating": rng.random(n),
+                          "ts": ts, "label": pd.array([pd.NA] * n, dtype="Int8")})
+    out = assemble_dataset(inter)
+
+    kept = inter[inter["item_key"].notna()]
+    kept = kept.sort_values("ts", kind="stable", na_position="first")
+    kept = kept[~kept.duplicated(["user_key", "item_key"], keep="last")]
+    user_id = {k: i for i, k in enumerate(natural_order(kept["user_key"]))}
+    item_id = {k: i for i, k in enumerate(natural_order(kept["item_key"]))}
+    expected = pd.DataFrame({"user_id": kept["user_key"].map(user_id).to_numpy(np.int32),
+                             "item_id": kept["item_key"].map(item_id).to_numpy(np.int32),
+                             "rating": kept["rating"].to_numpy(np.float32),
+                             "ts": kept["ts"].to_numpy()})
+    expected = expected.sort_values(["user_id", "item_id"]).reset_index(drop=True)
+    assert out.report["duplicate_pairs_dropped"] > 100  # the rule really chose among rows
+    assert out.report["rows_with_unknown_item_dropped"] == int(inter["item_key"].isna().sum())
+    pd.testing.assert_frame_equal(out.interactions[["user_id", "item_id", "rating", "ts"]],
+                                  expected.astype({"ts": "Int64"}))
+    assert out.users["user_key"].tolist() == list(user_id)
+    assert out.items["item_key"].tolist() == list(item_id)

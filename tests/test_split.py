@@ -140,3 +140,18 @@ def test_the_split_check_expects_what_the_rule_gives_small_users():
     problems = check_split(frame, [0.8, 0.1, 0.1])[0]
     assert any(p.startswith("train share") and "the 'unbiased' rule gives these users" in p
                for p in problems)
+
+
+def test_the_packed_user_hash_order_is_lexsorts_order_ties_included():
+    from datasources.split import order_by_user_then_hash, pair_hash
+
+    rng = np.random.default_rng(1)
+    for n, n_users in ((1000, 10), (200_000, 6040), (50, 1)):
+        users, items = rng.integers(0, n_users, n), rng.integers(0, 10**6, n)
+        hashes = pair_hash(2020, users, items)
+        assert np.array_equal(order_by_user_then_hash(users, hashes),
+                              np.lexsort((hashes, users)))
+    # two rows of user 3 whose hashes agree in every kept top bit but differ below them
+    users = np.array([3, 3, 1, 3])
+    hashes = np.array([7, 5, 9, 1 << 63], dtype=np.uint64)
+    assert np.array_equal(order_by_user_then_hash(users, hashes), np.lexsort((hashes, users)))

@@ -65,18 +65,19 @@ class Drops:
         )
 
 
-def unknown_item_rows(graph: ProvisionalGraph, triples: CollectedTriples) -> np.ndarray:
+def unknown_item_rows(graph: ProvisionalGraph) -> np.ndarray:
     """Rows with an ``item:<key>`` endpoint that did not resolve to an item.
 
     Such a triple is a fact about something outside the item set (an item the dataset does not
     keep); as an attribute entity it would be a stray node.
     """
-    rows = triples.rows
-    unresolved_head = graph.head >= graph.n_items
-    unresolved_tail = graph.tail >= graph.n_items
-    return (unresolved_head & rows["head_key"].str.startswith(ITEM_PREFIX).to_numpy()) | (
-        unresolved_tail & rows["tail_key"].str.startswith(ITEM_PREFIX).to_numpy()
-    )
+    # tested once per distinct attribute key (an unresolved endpoint's key is its attribute
+    # key), not once per row: string work stays proportional to the entities
+    item_key = pd.Series(graph.attribute_keys, dtype=object).str.startswith(ITEM_PREFIX, na=False)
+    item_key = np.append(item_key.to_numpy(dtype=bool), False)  # index -1: a resolved endpoint
+    head = np.where(graph.head >= graph.n_items, graph.head - graph.n_items, -1)
+    tail = np.where(graph.tail >= graph.n_items, graph.tail - graph.n_items, -1)
+    return item_key[head] | item_key[tail]
 
 
 def unknown_item_examples(
@@ -191,7 +192,7 @@ def clean(
 
     Each step only looks at the rows still alive, so a row is charged to its first reason.
     """
-    unknown_item = unknown_item_rows(graph, triples)
+    unknown_item = unknown_item_rows(graph)
     alive = ~unknown_item
     self_loop = alive & (graph.head == graph.tail)
     alive &= ~self_loop
