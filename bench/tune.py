@@ -370,10 +370,8 @@ class Search:
         the configuration is already chosen, this only measures the seed spread)."""
         settings = replay_settings(chosen, seed=seed, evaluate_test=True)
         key = settings.config_hash()
-        done = read_ledger(self.ledger).get(key)
-        if done is not None and done.get("replicate"):
-            print(f"seed {seed}: already in {self.ledger.name}: test recall@20 "
-                  f"{done['test']['recall@20']:.4f}", flush=True)
+        done = self._recorded(key, "replicate", f"seed {seed}")
+        if done is not None:
             return done
         print(f"seed {seed}: the chosen configuration {chosen['params']}", flush=True)
         result = self._train(settings, self.out_root / key)
@@ -394,10 +392,8 @@ class Search:
                    "evaluate_test": True} | ({} if seed is None else {"seed": seed})
         settings = TrainSettings.from_dict(chosen["settings"] | changes)
         key = settings.config_hash()
-        done = read_ledger(self.ledger).get(key)
-        if done is not None and done.get("refit"):
-            print(f"refit {key}: already in {self.ledger.name}: test recall@20 "
-                  f"{done['test']['recall@20']:.4f}", flush=True)
+        done = self._recorded(key, "refit", f"refit {key}")
+        if done is not None:
             return done
         print(f"refit of {chosen['params']} on train+valid: {settings.epochs} epochs"
               + ("" if seed is None else f", seed {seed}"), flush=True)
@@ -415,6 +411,15 @@ class Search:
         print(f"test (once, refit of the chosen configuration): recall@20 {t['recall@20']:.4f} "
               f"ndcg@20 {t['ndcg@20']:.4f} mrr@20 {t['mrr@20']:.4f}", flush=True)
         return record
+
+    def _recorded(self, key: str, kind: str, label: str) -> dict | None:
+        """The ledger's ``kind`` record ("replicate", "refit") of ``key``, said, or None."""
+        done = read_ledger(self.ledger).get(key)
+        if done is None or not done.get(kind):
+            return None
+        print(f"{label}: already in {self.ledger.name}: test recall@20 "
+              f"{done['test']['recall@20']:.4f}", flush=True)
+        return done
 
     def _train(self, settings: TrainSettings, out_dir: Path, data=None):
         """Train (or resume) one configuration into ``out_dir``, logging to stdout."""
