@@ -548,6 +548,11 @@ def fits(results: Results, stages: list[str]) -> dict:
         _, _, rss = points(results, stage, "peak_rss_gb")
         row: dict = {"sizes": sizes}
         if len(set(ns)) >= 2:
+            # the slope between consecutive sizes too: a curve, not a line, says where it bends
+            # (e.g. when the working arrays outgrow the CPU's last-level cache)
+            row["segments"] = [
+                [sizes[i], sizes[i + 1], fit_exponent(ns[i:i + 2], secs[i:i + 2])[0]]
+                for i in range(len(ns) - 1) if ns[i + 1] != ns[i]]
             row["exponent_seconds"], row["coef_seconds"] = fit_exponent(ns, secs)
             row["exponent_rss"], _ = fit_exponent(ns, rss)
             row["seconds_ok"] = row["exponent_seconds"] <= TARGET_EXPONENT
@@ -581,8 +586,8 @@ def markdown(results: Results, stages: list[str], fitted: dict) -> str:
         secs = [f"{_cost(record[s], s):.2f}" if s in record else "–" for s in stages]
         rss = [f"{record[s]['peak_rss_gb']:.2f}" if s in record else "–" for s in stages]
         lines.append(f"| {k} | {n:,} | " + " | ".join(secs) + " | " + " | ".join(rss) + " |")
-    lines += ["", f"| stage | b (seconds ∝ n^b) | ≤ {TARGET_EXPONENT} | b (peak RSS) | "
-              f"peak RSS at {TARGET_SIZE:g}× GB |", "|---|---:|---|---:|---:|"]
+    lines += ["", f"| stage | b (seconds ∝ n^b) | ≤ {TARGET_EXPONENT} | b between sizes | "
+              f"b (peak RSS) | peak RSS at {TARGET_SIZE:g}× GB |", "|---|---:|---|---|---:|---:|"]
     for stage in stages:
         row = fitted[stage]
         if "exponent_seconds" in row:
@@ -593,7 +598,8 @@ def markdown(results: Results, stages: list[str], fitted: dict) -> str:
             b, ok, br = "–", "(needs 2 sizes)", "–"
         at16 = (f"{row['rss_at_16x_gb']:.2f} ({row['rss_at_16x_how']})" if "rss_at_16x_gb" in row
                 else "–")
-        lines.append(f"| {LABELS[stage]} | {b} | {ok} | {br} | {at16} |")
+        segments = ", ".join(f"{a:g}→{c:g}: {e:.2f}" for a, c, e in row.get("segments", [])) or "–"
+        lines.append(f"| {LABELS[stage]} | {b} | {ok} | {segments} | {br} | {at16} |")
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from datasources.kg.cleaning import Drops
-from datasources.kg.ids import KeptGraph, ProvisionalGraph
+from datasources.kg.ids import KeptGraph, ProvisionalGraph, distinct_ids
 from datasources.kg.inputs import CollectedTriples
 from datasources.kg.linking import ItemLinks
 
@@ -37,8 +37,8 @@ def overall_stats(
     """
     n_items = kept.n_items
     head_id, tail_id = kept.head_id, kept.tail_id
-    items_touched = np.unique(
-        np.concatenate([head_id[head_id < n_items], tail_id[tail_id < n_items]])
+    items_touched = distinct_ids(
+        np.concatenate([head_id[head_id < n_items], tail_id[tail_id < n_items]]), n_items
     )
     linked = np.union1d(item_links["item_id"].to_numpy(np.int64), items_touched)
     return {
