@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 import os
 import random
 import sys
@@ -186,14 +185,16 @@ def report(ledger: Path) -> str:
                   else f"{refits[0]['test']['recall@20']:.4f}") if refits else "–",
                  (mean_std([r["test"]["ndcg@20"] for r in refits]) if len(refits) > 1
                   else f"{refits[0]['test']['ndcg@20']:.4f}") if refits else "–")
-        t = c.get("test") or {"recall@20": math.nan, "ndcg@20": math.nan, "mrr@20": math.nan}
+        t = c.get("test")  # absent when the study's one test read was a refit
+        tested = ((f"{t['recall@20']:.4f}", f"{t['ndcg@20']:.4f}", f"{t['mrr@20']:.4f}")
+                  if t else ("–", "–", "–"))
         runs = [c] + [r for r in records if r["study"] == study and r.get("replicate")
                       and r.get("chosen_hash") == c["config_hash"]]
         seeds = (f"{mean_std([r['test']['recall@20'] for r in runs])} (n={len(runs)})",
                  mean_std([r["test"]["ndcg@20"] for r in runs])) if len(runs) > 1 else ("–", "–")
         lines.append(f"| {study} | {c['variant']} | {len(trials)} | {c['params']} | "
-                     f"{c['valid']['recall@20']:.4f} | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} | "
-                     f"{t['mrr@20']:.4f} | {c['best_epoch']} | {c['seconds_per_epoch']:.1f} | "
+                     f"{c['valid']['recall@20']:.4f} | {tested[0]} | {tested[1]} | "
+                     f"{tested[2]} | {c['best_epoch']} | {c['seconds_per_epoch']:.1f} | "
                      f"{seeds[0]} | {seeds[1]} | {refit[0]} | {refit[1]} |")
     return "\n".join(lines)
 
