@@ -181,10 +181,7 @@ def report(ledger: Path) -> str:
             continue
         c = max(chosen, key=lambda r: r.get("chosen_at") or r.get("tested_at") or "")  # latest
         refits = [r for r in records if r.get("refit") and r.get("refit_of") == c["config_hash"]]
-        refit = ((mean_std([r["test"]["recall@20"] for r in refits]) if len(refits) > 1
-                  else f"{refits[0]['test']['recall@20']:.4f}") if refits else "–",
-                 (mean_std([r["test"]["ndcg@20"] for r in refits]) if len(refits) > 1
-                  else f"{refits[0]['test']['ndcg@20']:.4f}") if refits else "–")
+        refit = [spread([r["test"][m] for r in refits]) for m in ("recall@20", "ndcg@20")]
         t = c.get("test")  # absent when the study's one test read was a refit
         tested = ((f"{t['recall@20']:.4f}", f"{t['ndcg@20']:.4f}", f"{t['mrr@20']:.4f}")
                   if t else ("–", "–", "–"))
@@ -197,6 +194,13 @@ def report(ledger: Path) -> str:
                      f"{tested[2]} | {c['best_epoch']} | {c['seconds_per_epoch']:.1f} | "
                      f"{seeds[0]} | {seeds[1]} | {refit[0]} | {refit[1]} |")
     return "\n".join(lines)
+
+
+def spread(values: list[float]) -> str:
+    """One value, its mean ± std when there are several, ``–`` when there is none."""
+    if not values:
+        return "–"
+    return f"{values[0]:.4f}" if len(values) == 1 else mean_std(values)
 
 
 def mean_std(values: list[float]) -> str:

@@ -191,7 +191,7 @@ class TrainingRun:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
         self.sampler = torch.Generator(device=self.device).manual_seed(settings.seed)
         self.positive_keys = torch.sort(data.train_user * data.n_items + data.train_item).values
-        self.user_items = (user_item_csr(data.n_users, data.train_user, data.train_item)
+        self.user_items = (self._users_sampler_tables(data)
                            if settings.bpr_pairs == "users" else None)
         # "train": the catalogue known at training time; items without a train pair (cold items)
         # are then never pushed down as negatives before anyone has seen them
@@ -381,14 +381,19 @@ class TrainingRun:
             order = torch.randperm(n_train, generator=self.sampler, device=self.device)
             return data.train_user[order], data.train_item[order]
         # "users": a uniformly drawn user (among those with train pairs), then one of its items
-        indptr, items = self.user_items
-        degree = indptr[1:] - indptr[:-1]
-        active = torch.nonzero(degree > 0).squeeze(1)
+        indptr, items, degree, active = self.user_items
         users = active[torch.randint(active.numel(), (n_train,), generator=self.sampler,
                                      device=self.device)]
         offset = (torch.rand(n_train, generator=self.sampler, device=self.device)
                   * degree[users]).long().clamp(max=degree[users] - 1)
         return users, items[indptr[users] + offset]
+
+    @staticmethod
+    def _users_sampler_tables(data: RecData) -> tuple[torch.Tensor, ...]:
+        """(indptr, items by user, degree, users with train pairs) for ``bpr_pairs: users``."""
+        indptr, items = user_item_csr(data.n_users, data.train_user, data.train_item)
+        degree = indptr[1:] - indptr[:-1]
+        return indptr, items, degree, torch.nonzero(degree > 0).squeeze(1)
 
     def _step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -523,6 +528,7 @@ def _train(run: TrainingRun, resume: bool,
 
     state = run.state
     run.model.refresh_attention()
+    validates = settings.keep_epoch == "best"  # "last": a refit, no validation split
     while state.epoch < settings.epochs and not state.stopped:
         started = time.perf_counter()
         losses = run.train_epoch()
@@ -531,7 +537,6 @@ def _train(run: TrainingRun, resume: bool,
         state.epoch += 1
         record = {"epoch": state.epoch, **asdict(losses), "loss": losses.total(settings),
                   "seconds": seconds}
-        validates = settings.keep_epoch == "best"  # "last": a refit, no validation split
         if validates and (state.epoch % settings.eval_every == 0
                           or state.epoch == settings.epochs):
             run.validate(record)

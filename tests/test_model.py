@@ -284,6 +284,13 @@ def test_checkpointed_fusion_has_the_same_outputs_and_gradients_with_dropout_on(
              for m in ("visual", "text")}
     index = {m: PackedTokens.keep_mask(valid[m]).flatten().nonzero(as_tuple=True)[0]
              for m in valid}
+    recomputed = []  # the blocks that really went through torch.utils.checkpoint
+    real_checkpoint = torch.utils.checkpoint.checkpoint
+
+    def counting_checkpoint(function, *args, **kwargs):
+        recomputed.append(function)
+        return real_checkpoint(function, *args, **kwargs)
+
     runs = []
     for checkpoint in (False, True):
         torch.manual_seed(1)
@@ -291,8 +298,13 @@ def test_checkpointed_fusion_has_the_same_outputs_and_gradients_with_dropout_on(
                                checkpoint=checkpoint).train()
         x = {m: torch.randn(b * length, 16, requires_grad=True) for m in valid}
         torch.manual_seed(7)  # the dropout draws
-        out = fusion.item_outputs(PackedTokens({m: x[m][index[m]] for m in x}, valid, index,
-                                               b, length))
+        torch.utils.checkpoint.checkpoint = counting_checkpoint
+        try:
+            out = fusion.item_outputs(PackedTokens({m: x[m][index[m]] for m in x}, valid,
+                                                   index, b, length))
+        finally:
+            torch.utils.checkpoint.checkpoint = real_checkpoint
+        assert len(recomputed) == (len(fusion.blocks) if checkpoint else 0)
         sum((out[m] * torch.arange(16.0)).sum() for m in out).backward()
         runs.append(({m: out[m].detach() for m in out}, {m: x[m].grad for m in x},
                      [p.grad for p in fusion.parameters()]))
