@@ -6,6 +6,7 @@ Usage::
         --grid lr=1e-3,5e-3,1e-2 --grid batch_size=1024,2048 [--budget 8] [--seed 0] \\
         [--set epochs=200 --set patience=10] [--threads 1] [--no-test]
     python bench/tune.py --dataset ml-100k --report     # the ledger as a markdown table
+    python bench/tune.py --dataset ml-100k --report --slices   # the chosen models' test slices
 
 Protocol (docs/MODEL.md, "How choices are made"):
 
@@ -50,10 +51,13 @@ import torch  # noqa: E402
 from bench.common import lake_tables, parse_settings, parse_value, run_store  # noqa: E402
 from model.config import VARIANTS, TrainSettings  # noqa: E402
 from model.data import build_data, with_valid_in_train  # noqa: E402
+from model.evaluate import SLICES  # noqa: E402
 from model.report import code_version, metric_rows, new_run_id, run_row  # noqa: E402
 from model.train import train  # noqa: E402
 
 LEDGER_DIR = ROOT / "bench" / "results" / "tuning"
+#: What the ledger keeps of each slice of a test read (``model.evaluate.SLICES``).
+SLICE_FIELDS = ("recall@20", "ndcg@20", "users")
 
 
 def parse_grid(axes: list[str]) -> dict[str, list]:
@@ -196,6 +200,75 @@ def report(ledger: Path) -> str:
     return "\n".join(lines)
 
 
+def slice_summary(slices: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """The ledger's copy of one split's slice metrics: Recall/NDCG@20 and the user count."""
+    return {name: {key: float(values[key]) for key in SLICE_FIELDS if key in values}
+            for name, values in slices.items()}
+
+
+def slices_report(ledger: Path) -> str:
+    """Markdown: per study, the chosen configuration's test Recall@20 (NDCG@20) on every slice,
+    the mean over those of its seeds (replicates, seeded refits) whose record has slices
+    (``seeds`` says how many)."""
+    records = list(read_ledger(ledger).values())
+    lines = ["| study | seeds | " + " | ".join(SLICES) + " |",
+             "|---|---|" + "---|" * len(SLICES)]
+    for study in dict.fromkeys(r["study"] for r in records):
+        mine = [r for r in records if r["study"] == study and r.get("test")]
+        # the study's one test read: the chosen checkpoint, or its refit (seed-less)
+        reads = [r for r in mine if r.get("chosen") or (r.get("refit") and "seed" not in r)]
+        if not reads:
+            continue
+        c = max(reads, key=lambda r: r.get("tested_at") or r.get("finished_at") or "")
+        runs = [r for r in mine if (r is c or _same_configuration(r, c)) and r.get("test_slices")]
+        if not runs:
+            continue
+        cells = []
+        for name in SLICES:
+            recall = [r["test_slices"][name]["recall@20"] for r in runs if name in r["test_slices"]]
+            ndcg = [r["test_slices"][name]["ndcg@20"] for r in runs if name in r["test_slices"]]
+            cells.append(f"{sum(recall) / len(recall):.4f} ({sum(ndcg) / len(ndcg):.4f})"
+                         if recall else "–")
+        lines.append(f"| {study} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _same_configuration(run: dict, read: dict) -> bool:
+    """Whether ``run`` is another seed of the test read ``read`` (a replicate of the chosen
+    checkpoint's configuration, or a seeded refit of the same chosen trial)."""
+    if run.get("replicate"):
+        return run.get("chosen_hash") == read["config_hash"]
+    return bool(run.get("refit")) and "seed" in run and run.get("refit_of") == read.get("refit_of")
+
+
+def backfill_slices(ledger: Path, store, dataset: str) -> int:
+    """Test reads recorded before the ledger kept slices: their slices from the warehouse run
+    recorded under the same hash (appended as an amended record naming that run)."""
+    filled = 0
+    for record in read_ledger(ledger).values():
+        if not record.get("test") or record.get("test_slices"):
+            continue
+        found = None
+        for run_id in store.run_ids_named(dataset, record["variant"], record["config_hash"]):
+            frame = store.slice_metrics(run_id)
+            # the same run: its overall test Recall@20 is the ledger's
+            if abs(float(frame.set_index("slice").loc["all", "recall"])
+                   - record["test"]["recall@20"]) < 1e-9:
+                found = run_id, frame
+                break
+        if found is None:
+            print(f"{record['study']} {record['config_hash']}: no warehouse run with its slices")
+            continue
+        run_id, frame = found
+        slices = {row.slice: {"recall@20": row.recall, "ndcg@20": row.ndcg, "users": row.users}
+                  for row in frame.itertuples()}
+        slices["all"]["users"] = record["test"]["users"]  # the warehouse keeps it per slice only
+        append_ledger(ledger, {**record, "test_slices": slices, "slices_from": run_id})
+        print(f"{record['study']} {record['config_hash']}: slices from {run_id}")
+        filled += 1
+    return filled
+
+
 def spread(values: list[float]) -> str:
     """One value, its mean ± std when there are several, ``–`` when there is none."""
     if not values:
@@ -237,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
                              "train+valid for the chosen trial's best epoch count (no early "
                              "stopping; a release's train file used whole) instead of the "
                              "chosen checkpoint; replicate seeds are refits too")
+    parser.add_argument("--slices", action="store_true",
+                        help="with --report: the chosen configurations' test slices instead")
+    parser.add_argument("--backfill-slices", action="store_true",
+                        help="copy the slices of test reads recorded without them from the "
+                             "warehouse runs of the same hash into the ledger, and exit")
     parser.add_argument("--no-warehouse", action="store_true", help="do not record the runs")
     parser.add_argument("--void", metavar="CONFIG_HASH",
                         help="withdraw a finished trial (it runs again next time); needs --reason")
@@ -248,7 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         if not ledger.is_file():
             print(f"error: no tuning ledger at {ledger}", file=sys.stderr)
             return 2
-        print(report(ledger))
+        print(slices_report(ledger) if args.slices else report(ledger))
+        return 0
+    if args.backfill_slices:
+        data_dir = Path(args.data_dir or os.environ.get("KG4REC_DATA_DIR", "data")).absolute()
+        backfill_slices(ledger, run_store(data_dir), args.dataset)
         return 0
     if args.void:
         if not args.reason:
@@ -356,7 +438,8 @@ class Search:
                   f"({settings.epochs} epochs, time cap {settings.max_seconds})", flush=True)
         result = self._train(settings, out_dir)
         record = {**chosen, "test": result.test, "tested_at":
-                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "chosen": True}
+                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "chosen": True,
+                  "test_slices": slice_summary(result.slices["test"])}
         if replayed:
             record["replay"] = {"valid": result.best_valid, "best_epoch": result.best_epoch,
                                 "epochs_run": result.epochs_run, "seconds": result.total_seconds}
@@ -439,7 +522,9 @@ class Search:
                 "stopped": result.stopped, "seconds": result.total_seconds,
                 "seconds_per_epoch": result.seconds_per_epoch, "device": result.device,
                 "threads": self.threads, "code_version": code_version(),
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} | (
+                    {"test_slices": slice_summary(result.slices["test"])}
+                    if "test" in result.slices else {})
 
     def _record_run(self, key: str, result, source: str) -> None:
         if self.store is None:

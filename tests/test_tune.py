@@ -97,6 +97,23 @@ def test_search_reads_test_once_for_the_validation_winner(tmp_path, monkeypatch,
     table = _tune().report(ledger)
     assert f"| lightgcn | lightgcn | 2 | {final['params']} |" in table
 
+    # the test read keeps its slices; a ledger written without them gets them back from the
+    # warehouse run of the same hash, and only when that run's overall number is the ledger's
+    assert set(final["test_slices"]) == set(model.evaluate.SLICES)
+    assert final["test_slices"]["all"]["recall@20"] == final["test"]["recall@20"]
+    stripped = {k: v for k, v in final.items() if k != "test_slices"}
+    ledger.write_text("".join(json.dumps(r) + "\n" for r in [*trials, stripped]))
+    assert _tune().backfill_slices(ledger, store, DATASET) == 1
+    amended = _tune().read_ledger(ledger)[final["config_hash"]]
+    assert amended["test_slices"].keys() == final["test_slices"].keys()
+    for name, values in final["test_slices"].items():
+        assert amended["test_slices"][name] == pytest.approx(values)
+    assert amended["slices_from"].startswith(f"{DATASET}-lightgcn-")
+    assert _tune().backfill_slices(ledger, store, DATASET) == 0  # nothing left to fill
+    other = {**stripped, "test": {**stripped["test"], "recall@20": 0.123456}}
+    ledger.write_text("".join(json.dumps(r) + "\n" for r in [*trials, other]))
+    assert _tune().backfill_slices(ledger, store, DATASET) == 0  # not the same run
+
     # bench/variants.py trains with what the search chose
     variants = load_bench("variants")
     assert variants.tuned_settings(DATASET, "lightgcn", tmp_path) == {
@@ -133,6 +150,14 @@ def test_a_lost_checkpoint_is_replayed_and_seeds_replicate_the_chosen_configurat
     assert len({r["test"]["recall@20"] for r in [chosen, *seeds]}) > 1  # seeds differ
     row = next(line for line in tune.report(ledger).splitlines() if line.startswith("| bprmf"))
     assert "| 1 |" in row and "(n=3)" in row  # one configuration searched, three seeds
+    # the slices table: the mean of the three seeds' slices
+    (slice_row,) = [line for line in tune.slices_report(ledger).splitlines()
+                    if line.startswith("| bprmf")]
+    cells = [c.strip() for c in slice_row.strip("|").split("|")]
+    assert cells[1] == "3"
+    for name, cell in zip(model.evaluate.SLICES, cells[2:], strict=True):
+        recall = [r["test_slices"][name]["recall@20"] for r in [chosen, *seeds]]
+        assert cell.startswith(f"{sum(recall) / 3:.4f} (")
     # the replicates are not trials of the search: a rerun finds all and trains nothing
     assert tune.main([*args, "--replicate-seeds", "1,2"]) == 0
     out = capsys.readouterr().out

@@ -259,6 +259,18 @@ class RunStore:
             "SELECT split, metric, k, value FROM metrics WHERE run_id = ? AND epoch IS NULL "
             "AND slice = 'all' ORDER BY split, metric, k", [run_id])
 
+    def run_ids_named(self, dataset: str, variant: str, config_hash: str,
+                      source: str = "tuned") -> list[str]:
+        """The runs whose id carries ``config_hash`` (``new_run_id``'s name), newest first.
+
+        A run's own ``config_hash`` column is the hash of what it trained (a replay's differs
+        from the trial it replays); the id carries the hash the caller recorded it under."""
+        rows = self._query(
+            "SELECT run_id FROM training_runs WHERE dataset = ? AND variant = ? AND source = ? "
+            "AND run_id LIKE ? ORDER BY finished_at DESC",
+            [dataset, variant, source, f"%-{config_hash[:8]}-%"])
+        return list(rows["run_id"])
+
     def slice_metrics(self, run_id: str, split: str = "test", k: int = 20) -> pd.DataFrame:
         """One row per slice of a run: recall, ndcg, mrr @k and the slice's user count."""
         return self._query("""
