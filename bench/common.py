@@ -1,4 +1,4 @@
-"""What the bench scripts share: ``--set KEY=VALUE`` parsing."""
+"""What the bench scripts share: ``--set KEY=VALUE`` parsing, the lake and warehouse, spreads."""
 
 from __future__ import annotations
 
@@ -43,3 +43,17 @@ def run_store(data_dir):
     from warehouse.runs import RunStore
 
     return RunStore(open_warehouse(data_dir))
+
+
+def spread(values: list[float]) -> str:
+    """One value, its mean ± std when there are several, ``–`` when there is none."""
+    if not values:
+        return "–"
+    return f"{values[0]:.4f}" if len(values) == 1 else mean_std(values)
+
+
+def mean_std(values: list[float]) -> str:
+    """``mean ± sample std`` with four decimals."""
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.4f} ± {std:.4f}"

@@ -48,7 +48,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere, without installi
 
 import torch  # noqa: E402
 
-from bench.common import lake_tables, parse_settings, parse_value, run_store  # noqa: E402
+from bench.common import lake_tables, mean_std, parse_settings, parse_value, run_store, spread  # noqa: E402
 from model.config import VARIANTS, TrainSettings  # noqa: E402
 from model.data import build_data, with_valid_in_train  # noqa: E402
 from model.evaluate import SLICES  # noqa: E402
@@ -267,20 +267,6 @@ def backfill_slices(ledger: Path, store, dataset: str) -> int:
         print(f"{record['study']} {record['config_hash']}: slices from {run_id}")
         filled += 1
     return filled
-
-
-def spread(values: list[float]) -> str:
-    """One value, its mean ± std when there are several, ``–`` when there is none."""
-    if not values:
-        return "–"
-    return f"{values[0]:.4f}" if len(values) == 1 else mean_std(values)
-
-
-def mean_std(values: list[float]) -> str:
-    """``mean ± sample std`` with four decimals."""
-    mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.4f} ± {std:.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:

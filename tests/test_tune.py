@@ -188,16 +188,37 @@ def test_cold_start_bench_holds_out_whole_items(tmp_path, capsys):
     frame = split.to_pandas()
     held = set(frame.loc[frame["split"] != "train", "item_id"])
     assert held and not held & set(frame.loc[frame["split"] == "train", "item_id"])
+    ledger = tmp_path / "cold.jsonl"
+    tuning = tmp_path / "tuning"
+    tuning.mkdir()  # the warm search chose lr 0.02 for lightgcn; --set wins over it
+    (tuning / f"{DATASET}.jsonl").write_text(json.dumps({
+        "config_hash": "h", "study": "lightgcn", "variant": "lightgcn", "chosen": True,
+        "params": {"lr": 0.02, "batch_size": 4096}, "fixed": {}}) + "\n")
     args = ["--dataset", DATASET, "--data-dir", str(tmp_path), "--fraction", "0.2",
-            "--variants", "content", "lightgcn"]
+            "--variants", "content", "lightgcn", "--seeds", "1,2", "--ledger", str(ledger),
+            "--tuning-ledgers", str(tuning)]
     for key, value in TINY.items():
         args += ["--set", f"{key}={json.dumps(value).replace(' ', '')}"]
     assert cold_start.main(args) == 0
     out = capsys.readouterr().out
-    assert "| content |" in out and "| lightgcn |" in out
+    records = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert [(r["variant"], r["seed"]) for r in records] == [
+        ("content", 1), ("lightgcn", 1), ("content", 2), ("lightgcn", 2)]
+    trained = records[1]["settings"]
+    assert trained["lr"] == 0.02 and trained["batch_size"] == TINY["batch_size"]
+    assert trained["negative_items"] == "train"
+    assert records[0]["n_cold"] != records[2]["n_cold"] or \
+        records[0]["test"] != records[2]["test"]  # another seed, other cold items
+    row = next(line for line in out.splitlines() if line.startswith("| lightgcn |"))
+    test = [r["test"]["recall@20"] for r in records if r["variant"] == "lightgcn"]
+    assert "| [1, 2] |" in row and f"{sum(test) / 2:.4f} ± " in row
     store = RunStore(Warehouse(tmp_path / "warehouse.duckdb", lake))
     runs = store.warehouse.query("SELECT dataset, source FROM training_runs").to_pylist()
-    assert runs == [{"dataset": f"{DATASET}/cold_items", "source": "cold"}]
+    assert runs == [{"dataset": f"{DATASET}/cold_items", "source": "cold"}] * 2
+    # a rerun trains nothing: every run is in the ledger
+    assert cold_start.main(args) == 0
+    assert capsys.readouterr().out.count("already in cold.jsonl") == 4
+    assert len(ledger.read_text().splitlines()) == 4
 
 
 def test_a_trial_recorded_before_a_new_setting_existed_is_still_found():
