@@ -2,6 +2,7 @@
 
 Protocol (the paper's, RecBole's "full" mode):
 * every item is a candidate; the user's TRAIN items are removed (and VALID items when testing);
+  ``candidates`` (a boolean item mask) narrows the candidates, e.g. to the cold items only;
 * users with at least one held-out item are evaluated and averaged;
 * metrics: Recall, MRR, standard NDCG, Hit (and Precision) @ 10 and 20 (:mod:`model.metrics`).
 
@@ -64,11 +65,15 @@ def eval_users(data: RecData, split: str, max_users: int | None = None, seed: in
 
 @torch.no_grad()
 def rank_top_k(user_repr: torch.Tensor, item_repr: torch.Tensor, users: torch.Tensor,
-               exclude: PairIndex, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k items (and scores) of ``users`` among the items not excluded for them."""
+               exclude: PairIndex, k: int, candidates: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k items (and scores) of ``users`` among the items not excluded for them (and, with
+    ``candidates``, among the items of that boolean mask only)."""
     scores = user_repr[users].float() @ item_repr.float().T
     row, col = exclude.rows_cols(users)
     scores[row, col] = float("-inf")
+    if candidates is not None:
+        scores[:, ~candidates] = float("-inf")
     top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
     return top.indices, top.values
 
@@ -76,7 +81,7 @@ def rank_top_k(user_repr: torch.Tensor, item_repr: torch.Tensor, users: torch.Te
 def _ranked_chunks(model: torch.nn.Module, data: RecData, split: str, k: int,
                    chunk_users: int, max_users: int | None, seed: int,
                    representations: tuple[torch.Tensor, torch.Tensor] | None,
-                   dist: DistContext | None = None):
+                   dist: DistContext | None = None, candidates: torch.Tensor | None = None):
     """Yield (users, top-k items, held-out matrix) per user chunk of ``split`` (of this rank's
     share of the users under ``dist``)."""
     if split not in ("valid", "test"):
@@ -93,10 +98,14 @@ def _ranked_chunks(model: torch.nn.Module, data: RecData, split: str, k: int,
         users = users[slice(*dist.shard(users.numel()))]
     for lo in range(0, users.numel(), chunk_users):
         chunk = users[lo: lo + chunk_users]
-        top, _ = rank_top_k(user_repr, item_repr, chunk, exclude, k)
-        relevant = torch.zeros(chunk.numel(), data.n_items, dtype=torch.bool, device=top.device)
+        top, scores = rank_top_k(user_repr, item_repr, chunk, exclude, k, candidates)
+        # one column more than items: "no item", never relevant — where fewer than k items
+        # were rankable (candidates), the top-k's tail holds excluded items and hits nothing
+        relevant = torch.zeros(chunk.numel(), data.n_items + 1, dtype=torch.bool,
+                               device=top.device)
         row, col = truth.rows_cols(chunk)
         relevant[row, col] = True
+        top = torch.where(torch.isneginf(scores), data.n_items, top)
         yield chunk, top, relevant
 
 
@@ -120,15 +129,18 @@ def _all_reduced(sums: dict[str, float], ks, dist: DistContext) -> dict[str, flo
 def evaluate(model: torch.nn.Module, data: RecData, split: str = "valid", ks=KS,
              chunk_users: int = 2048, max_users: int | None = None, seed: int = 0,
              representations: tuple[torch.Tensor, torch.Tensor] | None = None,
-             dist: DistContext | None = None) -> dict[str, float]:
+             dist: DistContext | None = None, candidates: torch.Tensor | None = None
+             ) -> dict[str, float]:
     """Mean metrics over the users of ``split`` ("valid" or "test") with held-out items.
 
     ``representations`` lets the caller reuse one forward pass for several splits; ``dist``:
-    this rank ranks its share of the users, the sums are all-reduced (every rank must call).
+    this rank ranks its share of the users, the sums are all-reduced (every rank must call);
+    ``candidates``: a boolean (n_items,) mask, the only items ranked (held-out items outside
+    it can never be retrieved, so Recall counts them as misses).
     """
     sums: dict[str, float] = {}
     for _, top, relevant in _ranked_chunks(model, data, split, max(ks), chunk_users,
-                                           max_users, seed, representations, dist):
+                                           max_users, seed, representations, dist, candidates):
         _accumulate(sums, metric_sums(relevant.gather(1, top), relevant.sum(1), ks))
     if dist is not None:
         sums = _all_reduced(sums, ks, dist)
@@ -172,6 +184,7 @@ def evaluate_slices(model: torch.nn.Module, data: RecData, split: str = "test", 
     :func:`evaluate` (one all-reduce of every slice's sums).
     """
     head, quartile = slice_groups(data)
+    head = torch.cat([head, head.new_zeros(1)])  # the "no item" column of _ranked_chunks
     sums: dict[str, dict[str, float]] = {}
     for chunk, top, relevant in _ranked_chunks(model, data, split, max(ks), chunk_users,
                                                None, 0, representations, dist):

@@ -110,7 +110,7 @@ def test_full_ranking_evaluator_matches_brute_force():
     items = torch.randn(data.n_items, 8, generator=gen)
     scores = (users @ items.T).numpy()
 
-    def brute(split: str, excluded: tuple[str, ...]) -> dict[str, float]:
+    def brute(split: str, excluded: tuple[str, ...], allowed=None) -> dict[str, float]:
         seen = {u: set() for u in range(data.n_users)}
         for part in excluded:
             for u, i in zip(getattr(data, f"{part}_user").tolist(),
@@ -123,7 +123,7 @@ def test_full_ranking_evaluator_matches_brute_force():
         sums: dict[str, float] = {}
         for u, rel in truth.items():
             ranking = [i for i in np.argsort(-scores[u], kind="stable").tolist()
-                       if i not in seen[u]]
+                       if i not in seen[u] and (allowed is None or i in allowed)]
             for k in (10, 20):
                 for name, value in reference(ranking, rel, k).items():
                     sums[f"{name}@{k}"] = sums.get(f"{name}@{k}", 0.0) + value
@@ -135,3 +135,10 @@ def test_full_ranking_evaluator_matches_brute_force():
         want = brute(split, excluded)
         for key, value in want.items():
             assert got[key] == pytest.approx(value, abs=1e-9), (split, key)
+        # candidates: only the masked items are ranked (the cold-start protocol)
+        allowed = torch.rand(data.n_items, generator=gen) < 0.4
+        got = evaluate(model, data, split, chunk_users=7, candidates=allowed)
+        want = brute(split, excluded, set(allowed.nonzero().flatten().tolist()))
+        assert got["recall@20"] != evaluate(model, data, split)["recall@20"]
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, abs=1e-9), (split, "candidates", key)
