@@ -97,6 +97,9 @@ class RecData:
     seq_type: torch.Tensor | None = None  # int64 (n_items, L), PAD where absent
     seq_hop: torch.Tensor | None = None  # int64 (n_items, L), PAD where absent
     notes: list[str] = field(default_factory=list)
+    # bool (n_items,): the only items evaluation ranks (None: all). A cold-start protocol sets
+    # it to the new items, so validation (early stopping) and test rank those alone.
+    candidate_items: torch.Tensor | None = None
 
     @property
     def n_nodes(self) -> int:

@@ -2,7 +2,8 @@
 
 Protocol (the paper's, RecBole's "full" mode):
 * every item is a candidate; the user's TRAIN items are removed (and VALID items when testing);
-  ``candidates`` (a boolean item mask) narrows the candidates, e.g. to the cold items only;
+  ``candidates`` (a boolean item mask; default ``RecData.candidate_items``) narrows the
+  candidates, e.g. to the cold items only;
 * users with at least one held-out item are evaluated and averaged;
 * metrics: Recall, MRR, standard NDCG, Hit (and Precision) @ 10 and 20 (:mod:`model.metrics`).
 
@@ -90,6 +91,8 @@ def _ranked_chunks(model: torch.nn.Module, data: RecData, split: str, k: int,
     model.eval()
     user_repr, item_repr = representations if representations is not None else model()
     model.train(was)
+    if candidates is None:
+        candidates = data.candidate_items
     excluded = ("train",) if split == "valid" else ("train", "valid")
     exclude = PairIndex(data.n_users, *_pairs(data, excluded))
     truth = PairIndex(data.n_users, *_pairs(data, (split,)))
@@ -136,7 +139,8 @@ def evaluate(model: torch.nn.Module, data: RecData, split: str = "valid", ks=KS,
     ``representations`` lets the caller reuse one forward pass for several splits; ``dist``:
     this rank ranks its share of the users, the sums are all-reduced (every rank must call);
     ``candidates``: a boolean (n_items,) mask, the only items ranked (held-out items outside
-    it can never be retrieved, so Recall counts them as misses).
+    it can never be retrieved, so Recall counts them as misses); default
+    ``data.candidate_items`` (None: every item).
     """
     sums: dict[str, float] = {}
     for _, top, relevant in _ranked_chunks(model, data, split, max(ks), chunk_users,

@@ -142,3 +142,6 @@ def test_full_ranking_evaluator_matches_brute_force():
         assert got["recall@20"] != evaluate(model, data, split)["recall@20"]
         for key, value in want.items():
             assert got[key] == pytest.approx(value, abs=1e-9), (split, "candidates", key)
+        data.candidate_items = allowed  # the data's default, what training validates with
+        assert evaluate(model, data, split, chunk_users=7) == got
+        data.candidate_items = None
