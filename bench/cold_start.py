@@ -54,6 +54,8 @@ from model.report import code_version, metric_rows, new_run_id, run_row  # noqa:
 from model.sequences import bfs_neighbor_sequences  # noqa: E402
 from model.train import train  # noqa: E402
 
+LEDGER_DIR = ROOT / "bench" / "results" / "cold_start"
+
 
 def cold_split_table(split: pa.Table, fraction: float, seed: int) -> pa.Table:
     """The lake's split table re-divided by the cold-item strategy (same pairs)."""
@@ -62,9 +64,6 @@ def cold_split_table(split: pa.Table, fraction: float, seed: int) -> pa.Table:
     parts = split_cold_items(users, items, (0.8, 0.1, 0.1), seed, fraction)
     return pa.table({"user_id": users, "item_id": items,
                      "split": np.asarray(SPLIT_NAMES, dtype=object)[parts]})
-
-
-LEDGER_DIR = ROOT / "bench" / "results" / "cold_start"
 
 
 def cold_data(tables: dict, fraction: float, seed: int):
