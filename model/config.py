@@ -38,7 +38,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "aggregator": ("bi", "light"),
     "edge_weight": ("attention", "symmetric"),
     "aggregator_init": ("identity", "xavier"),
-    "cold_items": ("propagated", "content"),
+    "cold_items": ("propagated", "content", "no_id"),
     "kg_loss": ("joint", "alternate", "none"),
     "negative_items": ("all", "train"),
     "bpr_pairs": ("interactions", "users"),
@@ -123,9 +123,10 @@ class ModelConfig:
     align_max_rows: int = setting(2048, "InfoNCE over at most this many items (users) per step "
                                   "(a seeded sample of the batch's).")
     cold_items: str = setting("propagated", "Items without a train pair: 'propagated' (what the "
-                              "graph gives them: little) or 'content' (their aligned content view, "
+                              "graph gives them: little), 'content' (their aligned content view, "
                               "scaled to the warm items' mean norm; needs the light aggregator and "
-                              "align_weight > 0).")
+                              "align_weight > 0) or 'no_id' (their ID embedding, never trained, "
+                              "is left out: the fused content seed alone is propagated).")
     graph: str | None = setting(None, "Propagation graph: ckg (collaborative KG, paper) or "
                                 "interactions (user-item). Default: per variant (docs/MODEL.md).")
     aggregator: str | None = setting(None, "bi: Bi-Interaction layers (paper); light: "

@@ -182,6 +182,9 @@ class MultiKG4Rec(TransRLossMixin, Recommender):
         self._cold_views: dict[str, torch.Tensor] = {}
         cold = torch.bincount(data.train_item, minlength=data.n_items) == 0
         self.register_buffer("cold_item", cold, persistent=False)
+        cold_node = torch.zeros(data.n_nodes, dtype=torch.bool, device=cold.device)
+        cold_node[: data.n_items] = cold
+        self.register_buffer("cold_node", cold_node, persistent=False)
 
     # ----------------------------------------------------------------- graph state
 
@@ -242,6 +245,10 @@ class MultiKG4Rec(TransRLossMixin, Recommender):
     def seed_embeddings(self) -> dict[str, torch.Tensor]:
         """Layer-0 embeddings of every single-modal graph."""
         ids = self.node_embedding.weight
+        if self.config.cold_items == "no_id" and self.modalities:
+            # an item without a train pair never gets a BPR gradient: its ID row is its random
+            # initialisation, noise that would outweigh what its content says
+            ids = ids.masked_fill(self.cold_node[:, None], 0.0)
         if not self.modalities:
             return {"id": ids}
         contents = {m: self.content(m) for m in self.modalities}

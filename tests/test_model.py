@@ -426,6 +426,32 @@ def test_cold_items_take_their_content_view():
         make("full", cold_data, cold_items="content", align_weight=0.0)
 
 
+def test_cold_items_without_their_id_are_scored_by_their_content_seed():
+    """cold_items='no_id': an item without a train pair propagates its fused content seed alone
+    (its untrained ID row left out); warm items and users are unchanged, and a cold item's
+    representation no longer depends on its ID row."""
+    tables = synthetic_tables(n_users=30, n_items=40, n_pairs=500, n_attributes=10,
+                              n_triples=80, modalities=("text",), sequence_length=6, seed=3)
+    split = tables["split"].copy()
+    split.loc[split["item_id"] < 4, "split"] = "test"  # items 0-3 lose every train pair
+    tables["split"] = split
+    tables["neighbor_sequences"] = neighbor_sequences_of(tables, n=6)
+    cold_data = build_data(tables)
+    base = make("full", cold_data, seed=4).eval()
+    no_id = make("full", cold_data, seed=4, cold_items="no_id").eval()
+    no_id.load_state_dict(base.state_dict())
+    cold = no_id.cold_item
+    assert cold[:4].all()
+    users_a, items_a = base()
+    users_b, items_b = no_id()
+    assert torch.allclose(users_a, users_b) and torch.allclose(items_a[~cold], items_b[~cold])
+    assert not torch.allclose(items_a[cold], items_b[cold])
+    with torch.no_grad():  # another ID row for a cold item changes nothing any more
+        no_id.node_embedding.weight[:4] += 1.0
+    assert torch.allclose(no_id()[1], items_b)
+    assert items_b[cold].norm(dim=1).min() > 0  # the content seed is there
+
+
 def test_a_fusion_model_without_sequences_names_the_stage_to_run():
     tables = synthetic_tables(n_users=12, n_items=15, n_pairs=80, n_attributes=5,
                               n_triples=20, seed=5, with_sequences=False)
