@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 record |= {"valid": result.best_valid, "test": result.test,
                            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                            "seconds": result.total_seconds}
-                record |= all_items_metrics(load_model(result.checkpoint_path, data, "cpu"),
+                record |= all_items_metrics(load_model(result.checkpoint_path, data, train_settings.device),
                                             data)
                 if store is not None:
                     run_id = new_run_id(name, variant, result.config_hash)
