@@ -165,6 +165,24 @@ def search_trials(records: list[dict]) -> list[dict]:
     return [r for r in records if not r.get("replicate") and not r.get("refit")]
 
 
+def chosen_record(study_records: list[dict]) -> dict | None:
+    """A study's chosen trial (the latest choice when the study was re-chosen), or None while
+    its search is open."""
+    chosen = [r for r in search_trials(study_records) if r.get("chosen")]
+    return max(chosen, key=lambda r: r.get("chosen_at") or r.get("tested_at") or "",
+               default=None)
+
+
+def test_read(records: list[dict], chosen: dict) -> dict | None:
+    """The record of a study's one test read: the chosen checkpoint's, or (``--refit``) its
+    seed-less refit on train+valid."""
+    if chosen.get("test"):
+        return chosen
+    refits = [r for r in records if r.get("refit") and "seed" not in r and r.get("test")
+              and r.get("refit_of") == chosen["config_hash"]]
+    return max(refits, key=lambda r: r.get("finished_at") or "", default=None)
+
+
 def report(ledger: Path) -> str:
     """Markdown: per study, the trials run, the chosen settings, its validation and test, and
     the test mean ± std over the chosen configuration's seeds when replicates were run."""
@@ -176,14 +194,13 @@ def report(ledger: Path) -> str:
     for study in dict.fromkeys(r["study"] for r in records):
         mine = search_trials([r for r in records if r["study"] == study])
         trials = {json.dumps(r["params"], sort_keys=True) for r in mine}  # configurations
-        chosen = [r for r in mine if r.get("chosen")]
-        if not chosen:
+        c = chosen_record(mine)
+        if c is None:
             best = choose(mine)
             lines.append(f"| {study} | {best['variant']} | {len(trials)} | (search open) best so "
                          f"far {best['params']} | {best['valid']['recall@20']:.4f} | – | – | – | "
                          f"{best['best_epoch']} | {best['seconds_per_epoch']:.1f} | – | – | – | – |")
             continue
-        c = max(chosen, key=lambda r: r.get("chosen_at") or r.get("tested_at") or "")  # latest
         refits = [r for r in records if r.get("refit") and r.get("refit_of") == c["config_hash"]]
         refit = [spread([r["test"][m] for r in refits]) for m in ("recall@20", "ndcg@20")]
         t = c.get("test")  # absent when the study's one test read was a refit
@@ -214,13 +231,13 @@ def slices_report(ledger: Path) -> str:
     lines = ["| study | seeds | " + " | ".join(SLICES) + " |",
              "|---|---|" + "---|" * len(SLICES)]
     for study in dict.fromkeys(r["study"] for r in records):
-        mine = [r for r in records if r["study"] == study and r.get("test")]
-        # the study's one test read: the chosen checkpoint, or its refit (seed-less)
-        reads = [r for r in mine if r.get("chosen") or (r.get("refit") and "seed" not in r)]
-        if not reads:
+        mine = [r for r in records if r["study"] == study]
+        chosen = chosen_record(mine)
+        c = test_read(mine, chosen) if chosen else None
+        if c is None:
             continue
-        c = max(reads, key=lambda r: r.get("tested_at") or r.get("finished_at") or "")
-        runs = [r for r in mine if (r is c or _same_configuration(r, c)) and r.get("test_slices")]
+        runs = [r for r in mine if r.get("test") and r.get("test_slices")
+                and (r is c or _same_configuration(r, c))]
         if not runs:
             continue
         cells = []
