@@ -20,11 +20,14 @@ def _train_speed():
     return load_bench("train_speed")
 
 
+def _attention_kernels():
+    return load_bench("attention_kernels")
+
+
 def _matmul_attention(q, k, v, mask, dropout):
     """The attention as two plain matmuls, which torch's FLOP counter sees (CPU SDPA it does
     not)."""
-    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-    return torch.softmax(scores.masked_fill(~mask, float("-inf")), -1).nan_to_num() @ v
+    return _attention_kernels().math_attention(q, k, v, mask)
 
 
 @pytest.mark.parametrize("variant", ["full", "t2v"])
@@ -41,3 +44,34 @@ def test_fusion_flops_match_torchs_flop_counter(variant, monkeypatch):
     flops = _train_speed().fusion_flops(model, settings)
     assert flops["total"] == counter.get_total_flops()
     assert flops["attention"] > 0.1 * flops["total"]
+
+
+@pytest.mark.parametrize("queries", [6, 1])
+def test_attention_kernels_agree_and_count_their_flops(queries):
+    bench = _attention_kernels()
+    q, k, v, mask = bench.inputs(items=5, heads=2, queries=queries, length=6, head_dim=4,
+                                 valid=0.5, dtype=torch.float32)
+    assert mask.any(-1).all() and not mask.all()  # masked keys, never a fully masked row
+    outputs, grads = [], []
+    for kernel in (bench.sdpa, bench.math_attention):
+        with FlopCounterMode(display=False) as counter:
+            out = kernel(q, k, v, mask)
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outputs.append(out.detach())
+        grads.append([t.grad.clone() for t in (q, k, v)])
+        for t in (q, k, v):
+            t.grad = None
+    torch.testing.assert_close(outputs[0], outputs[1])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+    # the bench's GFLOP (3 × the forward's two matmuls) is what the counter saw for math
+    assert counter.get_total_flops() == 3 * 4 * 5 * 2 * queries * 6 * 4
+
+
+def test_attention_kernels_bench_prints_every_kernel(capsys):
+    assert _attention_kernels().main(["--items", "4", "--heads", "2", "--length", "5",
+                                      "--head-dim", "4", "--repeats", "1", "--no-compile"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    kernels = [row.split(" | ")[1:3] for row in rows[1:]]
+    assert kernels == [["sdpa", "float32"], ["math", "float32"], ["math", "bfloat16"]] * 2
+    assert rows[1].endswith("| 1.00 |")  # the baseline against itself
