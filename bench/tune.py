@@ -7,6 +7,7 @@ Usage::
         [--set epochs=200 --set patience=10] [--threads 1] [--no-test]
     python bench/tune.py --dataset ml-100k --report     # the ledger as a markdown table
     python bench/tune.py --dataset ml-100k --report --slices   # the chosen models' test slices
+    python bench/tune.py --dataset ml-100k --report --trials   # every configuration tried
 
 Protocol (docs/MODEL.md, "How choices are made"):
 
@@ -217,6 +218,29 @@ def report(ledger: Path) -> str:
     return "\n".join(lines)
 
 
+def trials_report(ledger: Path) -> str:
+    """Markdown: every configuration each study trained (withdrawn trials left out), in trial
+    order, with its validation score and how it ended; the chosen one marked."""
+    records = list(read_ledger(ledger).values())
+    lines = ["| study | trial | configuration | valid Recall@20 | valid NDCG@20 | best epoch | "
+             "epochs run | stopped by | s/epoch | chosen |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for study in dict.fromkeys(r["study"] for r in records):
+        # one row per configuration: a trial run again after a setting was added to the hash
+        # has two records; the chosen one, else the latest, speaks for it
+        latest = {json.dumps(r["params"], sort_keys=True): r for r in sorted(
+            search_trials([r for r in records if r["study"] == study]),
+            key=lambda r: (bool(r.get("chosen")), r.get("finished_at") or ""))}
+        for r in sorted(latest.values(), key=lambda r: r.get("trial") or 0):
+            valid = r["valid"]
+            lines.append(f"| {study} | {r.get('trial', '–')} | {r['params']} | "
+                         f"{valid['recall@20']:.4f} | {valid.get('ndcg@20', float('nan')):.4f} | "
+                         f"{r.get('best_epoch', '–')} | {r.get('epochs_run', '–')} | "
+                         f"{r.get('stopped', '–')} | {r.get('seconds_per_epoch', float('nan')):.1f} | "
+                         f"{'**chosen**' if r.get('chosen') else ''} |")
+    return "\n".join(lines)
+
+
 def slice_summary(slices: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """The ledger's copy of one split's slice metrics: Recall/NDCG@20 and the user count."""
     return {name: {key: float(values[key]) for key in SLICE_FIELDS if key in values}
@@ -315,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                              "chosen checkpoint; replicate seeds are refits too")
     parser.add_argument("--slices", action="store_true",
                         help="with --report: the chosen configurations' test slices instead")
+    parser.add_argument("--trials", action="store_true",
+                        help="with --report: every configuration tried, with its validation")
     parser.add_argument("--backfill-slices", action="store_true",
                         help="copy the slices of test reads recorded without them from the "
                              "warehouse runs of the same hash into the ledger, and exit")
@@ -329,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         if not ledger.is_file():
             print(f"error: no tuning ledger at {ledger}", file=sys.stderr)
             return 2
-        print(slices_report(ledger) if args.slices else report(ledger))
+        print(slices_report(ledger) if args.slices
+              else trials_report(ledger) if args.trials else report(ledger))
         return 0
     if args.backfill_slices:
         data_dir = Path(args.data_dir or os.environ.get("KG4REC_DATA_DIR", "data")).absolute()

@@ -96,6 +96,12 @@ def test_search_reads_test_once_for_the_validation_winner(tmp_path, monkeypatch,
 
     table = _tune().report(ledger)
     assert f"| lightgcn | lightgcn | 2 | {final['params']} |" in table
+    rows = [line for line in _tune().trials_report(ledger).splitlines()
+            if line.startswith("| lightgcn |")]
+    assert [row.split(" | ")[1] for row in rows] == ["1", "2"]  # every trial, in order
+    for row, trial in zip(rows, trials, strict=True):
+        assert f" | {trial['params']} | {trial['valid']['recall@20']:.4f} | " in row
+        assert row.endswith("| **chosen** |") == (trial["config_hash"] == best["config_hash"])
 
     # the test read keeps its slices; a ledger written without them gets them back from the
     # warehouse run of the same hash, and only when that run's overall number is the ledger's
