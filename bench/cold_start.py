@@ -42,7 +42,7 @@ import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import lake_tables, parse_settings, run_store, spread  # noqa: E402
-from bench.variants import tuned_settings  # noqa: E402
+from bench.tune import tuned_settings  # noqa: E402
 from datasources.split import SPLIT_NAMES, split_cold_items  # noqa: E402
 from model.checkpoints import load_model  # noqa: E402
 from model.config import VARIANTS, TrainSettings  # noqa: E402

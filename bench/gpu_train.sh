@@ -11,13 +11,16 @@
 # Budget: under 8 minutes on one H100 — each variant is capped at MAX_SECONDS of training
 # (default 150) and EPOCHS epochs (default 40); results also go to $OUT/gpu_train.json.
 #
-# Environment: VARIANTS (default "kgat lightgcn full"), EPOCHS, MAX_SECONDS, BATCH_SIZE (4096),
-# DATASET (ml-1m), TINY=1 (a seconds-long dry run on small synthetic data, for CPU checks).
+# Settings: each variant's choice of the CPU search (bench/results/tuning/<DATASET>.jsonl) when
+# it has one, else the defaults; the budget's epochs and time cap replace the search's.
+# Environment: VARIANTS (default "kgat lightgcn full"), EPOCHS, MAX_SECONDS, BATCH_SIZE (default:
+# the tuned one, else 4096), DATASET (ml-1m), TINY=1 (a seconds-long dry run on small synthetic
+# data, for CPU checks: tests/test_bench.py runs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DATA_DIR="${1:-${KG4REC_DATA_DIR:-data}}"
 export VARIANTS="${VARIANTS:-kgat lightgcn full}" EPOCHS="${EPOCHS:-40}" MAX_SECONDS="${MAX_SECONDS:-150}"
-export BATCH_SIZE="${BATCH_SIZE:-4096}" DATASET="${DATASET:-ml-1m}" TINY="${TINY:-0}"
+export BATCH_SIZE="${BATCH_SIZE:-}" DATASET="${DATASET:-ml-1m}" TINY="${TINY:-0}"
 PYTHON="${PYTHON:-python3}"
 
 "$PYTHON" - <<'EOF'
@@ -27,10 +30,12 @@ from pathlib import Path
 sys.path.insert(0, os.getcwd())
 import torch
 
+from bench.tune import tuned_settings
+from model.checkpoints import load_model
 from model.data import build_data, read_lake_tables
 from model.evaluate import evaluate
 from model.synthetic_data import synthetic_tables
-from model.train import TrainSettings, load_model, train
+from model.train import TrainSettings, train
 
 print(f"torch {torch.__version__}, cuda {torch.cuda.is_available()}"
       + (f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""), flush=True)
@@ -58,10 +63,16 @@ for note in data.notes:
 
 results = {}
 for variant in os.environ["VARIANTS"].split():
-    settings = TrainSettings(
-        variant=variant, epochs=2 if tiny else int(os.environ["EPOCHS"]),
-        batch_size=256 if tiny else int(os.environ["BATCH_SIZE"]),
-        max_seconds=float(os.environ["MAX_SECONDS"]), patience=10, device="auto")
+    # the settings the CPU search chose on validation (bench/results/tuning/<dataset>.jsonl),
+    # so GPU and CPU numbers are of the same model; the budget is this script's
+    tuned = {} if tiny else tuned_settings(dataset, variant)
+    batch = 256 if tiny else int(os.environ["BATCH_SIZE"] or tuned.get("batch_size", 4096))
+    settings = TrainSettings.from_dict({
+        "variant": variant, "patience": 10, **tuned, "batch_size": batch, "device": "auto",
+        "epochs": 2 if tiny else int(os.environ["EPOCHS"]),
+        "max_seconds": float(os.environ["MAX_SECONDS"])})
+    print(f"{variant}: {'tuned on validation: ' + str(tuned) if tuned else 'defaults'}, "
+          f"batch {settings.batch_size}", flush=True)
     with tempfile.TemporaryDirectory() as out:
         result = train(settings, data, out, resume=False,
                        log=lambda m: print(m, flush=True))

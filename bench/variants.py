@@ -35,23 +35,11 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from bench.common import lake_tables, parse_settings, run_store  # noqa: E402
+from bench.tune import tuned_settings  # noqa: E402
 from model.config import VARIANTS, TrainSettings  # noqa: E402
 from model.data import build_data  # noqa: E402
 from model.report import metric_rows, new_run_id, run_row  # noqa: E402
 from model.train import train  # noqa: E402
-
-
-def tuned_settings(dataset: str, variant: str, ledger_dir: Path | None = None) -> dict:
-    """The settings bench/tune.py chose on validation for this dataset and variant (the
-    chosen record of ``bench/results/tuning/<dataset>.jsonl``), or {} when it was never tuned."""
-    from bench.tune import LEDGER_DIR, read_ledger
-
-    path = (ledger_dir or LEDGER_DIR) / f"{dataset}.jsonl"
-    chosen = [r for r in read_ledger(path).values() if r.get("chosen") and r["variant"] == variant]
-    if not chosen:
-        return {}
-    latest = max(chosen, key=lambda r: r.get("tested_at", ""))
-    return {**latest.get("fixed", {}), **latest["params"]}
 
 
 def config_overrides(path: str | None) -> dict:

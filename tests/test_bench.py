@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -75,3 +81,20 @@ def test_attention_kernels_bench_prints_every_kernel(capsys):
     kernels = [row.split(" | ")[1:3] for row in rows[1:]]
     assert kernels == [["sdpa", "float32"], ["math", "float32"], ["math", "bfloat16"]] * 2
     assert rows[1].endswith("| 1.00 |")  # the baseline against itself
+
+
+def test_gpu_train_script_runs_its_dry_run(tmp_path):
+    """bench/gpu_train.sh is run by hand on a lent GPU machine: its TINY dry run keeps it from
+    rotting between loans (it once imported a function that had moved)."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_train.sh"
+    env = {**os.environ, "TINY": "1", "VARIANTS": "lightgcn full", "PYTHON": sys.executable,
+           "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(script), str(tmp_path / "no-lake")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "gpu_train.json").read_text())["results"]
+    assert list(results) == ["lightgcn", "full"]
+    for variant, result in results.items():
+        assert result["epochs_run"] == 2 and result["device"] == "cpu"
+        assert 0 < result["test"]["recall@20"] <= 1
+        assert f"| {variant} | cpu | 2 |" in done.stdout

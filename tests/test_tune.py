@@ -121,10 +121,16 @@ def test_search_reads_test_once_for_the_validation_winner(tmp_path, monkeypatch,
     assert _tune().backfill_slices(ledger, store, DATASET) == 0  # not the same run
 
     # bench/variants.py trains with what the search chose
-    variants = load_bench("variants")
-    assert variants.tuned_settings(DATASET, "lightgcn", tmp_path) == {
+    assert _tune().tuned_settings(DATASET, "lightgcn", tmp_path) == {
         **final["fixed"], **final["params"]}
-    assert variants.tuned_settings(DATASET, "kgat", tmp_path) == {}
+    assert _tune().tuned_settings(DATASET, "kgat", tmp_path) == {}
+    # another study of the same variant (a preset, say) chosen later is not the variant's choice
+    other_study = {**final, "study": "paper", "config_hash": "paper-hash",
+                   "params": {"lr": 0.5}, "tested_at": "9999-01-01T00:00:00Z"}
+    _tune().append_ledger(ledger, other_study)
+    assert _tune().tuned_settings(DATASET, "lightgcn", tmp_path) == {
+        **final["fixed"], **final["params"]}
+    assert _tune().tuned_settings(DATASET, "lightgcn", tmp_path, study="paper")["lr"] == 0.5
 
 
 def test_a_lost_checkpoint_is_replayed_and_seeds_replicate_the_chosen_configuration(
