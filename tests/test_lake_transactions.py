@@ -521,3 +521,31 @@ def test_a_run_config_for_other_partitions_only_is_an_error_not_a_fallback(tmp_p
     error = result.failure_data_for_node("source_files").error
     assert "this run is for partition 'ml-100k', but the run config's datasets section only has ml-1m" in (
         (error.cause or error).message)
+
+
+def test_a_preset_run_is_its_own_latest_run_and_the_paper_tables_keep_the_variants_own(tmp_path):
+    """A `preset: paper` run of `full` is another model: it must not replace full's own row in
+    latest_runs, nor in the paper tables, whichever finished last."""
+    import json
+
+    from warehouse.runs import RunStore
+
+    store = RunStore(Warehouse(tmp_path / "warehouse.duckdb", Lake(tmp_path)))
+    runs = [("ours", None, 0.30, "2026-01-01"), ("paper", "paper", 0.20, "2026-01-02"),
+            ("older-ours", None, 0.10, "2025-12-01")]
+    for run_id, preset, recall, finished in runs:
+        config = {"variant": "full", "graph": "ckg" if preset else "interactions",
+                  "preset": preset}
+        store.record_run(
+            {**_run_row(run_id), "variant": "full", "source": "tuned",
+             "config_json": json.dumps(config), "finished_at": pd.Timestamp(finished)},
+            _metric_rows().assign(value=recall))
+    store.record_run({**_run_row("lightgcn"), "variant": "lightgcn"}, _metric_rows())
+    latest = store.latest_runs()
+    rows = latest.fillna({"preset": "-"})[["variant", "preset", "run_id"]].values.tolist()
+    assert rows == [["full", "-", "ours"], ["full", "paper", "paper"], ["lightgcn", "-", "lightgcn"]]
+    tables = store.rebuild_paper_tables()
+    full_rows = tables[tables["variant"] == "full"]
+    assert set(full_rows["run_id"]) == {"ours"} and set(full_rows["recall"]) == {0.30}
+    # full ran with our propagation, so "w/o t&v" is LightGCN (read from full's own run)
+    assert "lightgcn" in set(tables["variant"])

@@ -28,8 +28,10 @@ Tables (key columns are the project contract, more columns are welcome)
 * ``tuning_trials(study, dataset, variant, trial, run_id, config_hash, params_json,
   valid_recall, valid_ndcg, best_epoch, seconds, chosen)`` — hyperparameter-search trials
   (bench/tune.py), scored on validation only; ``chosen`` marks each study's winner.
-* view ``latest_runs`` — the latest finished run per (dataset, variant) that reports a test
-  result (search trials are left out).
+* view ``latest_runs`` — the latest finished run per (dataset, variant, preset) that reports a
+  test result (search trials are left out); ``preset`` is NULL for a variant's own settings.
+* view ``paper_runs`` — the run per (dataset, variant) that ``paper_tables`` reads: the latest
+  without a preset, else the latest with one.
 """
 
 from __future__ import annotations
@@ -85,12 +87,21 @@ METRIC_COLUMNS = list(RUN_TABLES["metrics"])
 DERIVED_RUN_VIEWS: list[tuple[str, tuple[str, ...], str]] = [
     # search trials (source 'tune') are evaluated on validation only: the paper tables and
     # "latest run" read the runs that report a test result
+    # a preset (``preset: paper``) is another model of the same variant: it has its own row
     ("latest_runs", ("training_runs",), """
         SELECT * EXCLUDE (rn) FROM (
-            SELECT *, row_number() OVER (PARTITION BY dataset, variant
-                                         ORDER BY finished_at DESC, run_id DESC) AS rn
+            SELECT *, json_extract_string(config_json, '$.preset') AS preset,
+                   row_number() OVER (PARTITION BY dataset, variant,
+                                                   json_extract_string(config_json, '$.preset')
+                                      ORDER BY finished_at DESC, run_id DESC) AS rn
             FROM training_runs WHERE coalesce(source, '') <> 'tune')
         WHERE rn = 1"""),
+    # what the paper tables read per dataset × variant: the latest run without a preset, or
+    # the latest preset run where the variant has only those
+    ("paper_runs", ("training_runs",), """
+        SELECT * FROM latest_runs
+        QUALIFY row_number() OVER (PARTITION BY dataset, variant
+                                   ORDER BY preset NULLS FIRST) = 1"""),
 ]
 _TRIALS_WITH_CHOICE = """
     SELECT t.*, coalesce(t.config_hash = c.config_hash, false) AS chosen
@@ -110,8 +121,10 @@ def run_views(runs_root: Path) -> list[tuple[str, str]]:
     for table in RUN_TABLES:
         if table not in present:
             continue
+        # every declared column, also over files written before a column existed (NULL there)
+        declared = ", ".join(f"NULL::{kind} AS {name}" for name, kind in RUN_TABLES[table].items())
         scan = (f"SELECT * FROM read_parquet({quote_literal((runs_root / table).as_posix() + '/*.parquet')}, "
-                "union_by_name = true)")
+                f"union_by_name = true) UNION ALL BY NAME SELECT {declared} WHERE false")
         if table == "tuning_trials":
             views.append(("tuning_trial_rows", scan))
             if "tuning_choices" not in present:
@@ -290,8 +303,9 @@ class RunStore:
 
     def latest_runs(self) -> pd.DataFrame:
         return self._query(
-            "SELECT run_id, dataset, variant, device, seconds, seconds_per_epoch, best_epoch, "
-            "lake_version, finished_at FROM latest_runs ORDER BY dataset, variant")
+            "SELECT run_id, dataset, variant, preset, device, seconds, seconds_per_epoch, "
+            "best_epoch, lake_version, finished_at FROM latest_runs "
+            "ORDER BY dataset, variant, preset NULLS FIRST")
 
     def modality_preferences(self, run_id: str) -> pd.DataFrame:
         return self._query(
@@ -315,7 +329,7 @@ class RunStore:
                            max(m.value) FILTER (WHERE m.metric = 'recall') AS recall,
                            max(m.value) FILTER (WHERE m.metric = 'mrr') AS mrr,
                            max(m.value) FILTER (WHERE m.metric = 'ndcg') AS ndcg
-                    FROM latest_runs r JOIN metrics m USING (run_id)
+                    FROM paper_runs r JOIN metrics m USING (run_id)
                     WHERE m.split = 'test' AND m.epoch IS NULL AND m.k = {PAPER_K}
                       AND m.slice = 'all'
                     GROUP BY ALL
@@ -358,9 +372,9 @@ class RunStore:
         the model without modalities is exactly LightGCN, so it is ``lightgcn``."""
         graphs = dict(con.execute("""
             SELECT dataset, coalesce(json_extract_string(config_json, '$.graph'), 'ckg')
-            FROM latest_runs WHERE variant = 'full'""").fetchall())
+            FROM paper_runs WHERE variant = 'full'""").fetchall())
         datasets = [row[0] for row in con.execute(
-            "SELECT DISTINCT dataset FROM latest_runs ORDER BY 1").fetchall()]
+            "SELECT DISTINCT dataset FROM paper_runs ORDER BY 1").fetchall()]
         rows = []
         for dataset in datasets:
             base = "lightgcn" if graphs.get(dataset) == "interactions" else "kgat"
