@@ -11,8 +11,9 @@
 # Budget: under 8 minutes on one H100 — each variant is capped at MAX_SECONDS of training
 # (default 150) and EPOCHS epochs (default 40); results also go to $OUT/gpu_train.json.
 #
-# Settings: each variant's choice of the CPU search (bench/results/tuning/<DATASET>.jsonl) when
-# it has one, else the defaults; the budget's epochs and time cap replace the search's.
+# Settings: each variant's choice of the CPU search ($TUNING_LEDGERS/<DATASET>.jsonl, default
+# bench/results/tuning) when it has one, else the defaults; the budget's epochs and time cap
+# (TINY: 2 epochs, batch 256) replace the search's.
 # Environment: VARIANTS (default "kgat lightgcn full"), EPOCHS, MAX_SECONDS, BATCH_SIZE (default:
 # the tuned one, else 4096), DATASET (ml-1m), TINY=1 (a seconds-long dry run on small synthetic
 # data, for CPU checks: tests/test_bench.py runs it).
@@ -21,6 +22,7 @@ cd "$(dirname "$0")/.."
 export DATA_DIR="${1:-${KG4REC_DATA_DIR:-data}}"
 export VARIANTS="${VARIANTS:-kgat lightgcn full}" EPOCHS="${EPOCHS:-40}" MAX_SECONDS="${MAX_SECONDS:-150}"
 export BATCH_SIZE="${BATCH_SIZE:-}" DATASET="${DATASET:-ml-1m}" TINY="${TINY:-0}"
+export TUNING_LEDGERS="${TUNING_LEDGERS:-bench/results/tuning}"
 PYTHON="${PYTHON:-python3}"
 
 "$PYTHON" - <<'EOF'
@@ -65,7 +67,7 @@ results = {}
 for variant in os.environ["VARIANTS"].split():
     # the settings the CPU search chose on validation (bench/results/tuning/<dataset>.jsonl),
     # so GPU and CPU numbers are of the same model; the budget is this script's
-    tuned = {} if tiny else tuned_settings(dataset, variant)
+    tuned = tuned_settings(dataset, variant, Path(os.environ["TUNING_LEDGERS"]))
     batch = 256 if tiny else int(os.environ["BATCH_SIZE"] or tuned.get("batch_size", 4096))
     settings = TrainSettings.from_dict({
         "variant": variant, "patience": 10, **tuned, "batch_size": batch, "device": "auto",

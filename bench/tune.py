@@ -111,15 +111,13 @@ def tuned_settings(dataset: str, variant: str, ledger_dir: Path | None = None,
     """The settings bench/tune.py chose on validation for this dataset and variant (the
     chosen record of ``bench/results/tuning/<dataset>.jsonl``), or {} when it was never tuned.
 
-    Only the variant's own study (default: named after the variant) counts: another study of
-    the same variant (e.g. ``--study paper --set preset=paper``) is another model."""
+    ``study``: that study's choice. Without it, the variant's latest choice among its studies
+    without a preset: a preset (``--study paper --set preset=paper``) is another model."""
     path = (ledger_dir or LEDGER_DIR) / f"{dataset}.jsonl"
-    chosen = [r for r in read_ledger(path).values() if r.get("chosen")
-              and r["variant"] == variant and r.get("study", variant) == (study or variant)]
-    if not chosen:
-        return {}
-    latest = max(chosen, key=lambda r: r.get("tested_at", ""))
-    return {**latest.get("fixed", {}), **latest["params"]}
+    chosen = [r for r in read_ledger(path).values() if r.get("chosen") and r["variant"] == variant
+              and (r.get("study") == study if study else not r.get("fixed", {}).get("preset"))]
+    latest = chosen_record(chosen)
+    return {**latest.get("fixed", {}), **latest["params"]} if latest else {}
 
 
 def find_trial(done: dict[str, dict], settings: TrainSettings) -> dict | None:

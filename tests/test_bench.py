@@ -87,13 +87,19 @@ def test_gpu_train_script_runs_its_dry_run(tmp_path):
     """bench/gpu_train.sh is run by hand on a lent GPU machine: its TINY dry run keeps it from
     rotting between loans (it once imported a function that had moved)."""
     script = Path(__file__).resolve().parents[1] / "bench" / "gpu_train.sh"
+    # full's choice in a tuning ledger of our own: the script trains with it
+    chosen = {"study": "full", "variant": "full", "config_hash": "h", "chosen": True,
+              "fixed": {"seq_len": 4, "patience": 3}, "params": {"lr": 0.002}}
+    (tmp_path / "ml-1m.jsonl").write_text(json.dumps(chosen) + "\n")
     env = {**os.environ, "TINY": "1", "VARIANTS": "lightgcn full", "PYTHON": sys.executable,
-           "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+           "OUT": str(tmp_path), "OMP_NUM_THREADS": "1", "TUNING_LEDGERS": str(tmp_path)}
     done = subprocess.run(["bash", str(script), str(tmp_path / "no-lake")], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "gpu_train.json").read_text())["results"]
     assert list(results) == ["lightgcn", "full"]
+    assert "lightgcn: defaults, batch 256" in done.stdout
+    assert "full: tuned on validation: {'seq_len': 4, 'patience': 3, 'lr': 0.002}" in done.stdout
     for variant, result in results.items():
         assert result["epochs_run"] == 2 and result["device"] == "cpu"
         assert 0 < result["test"]["recall@20"] <= 1

@@ -126,11 +126,17 @@ def test_search_reads_test_once_for_the_validation_winner(tmp_path, monkeypatch,
     assert _tune().tuned_settings(DATASET, "kgat", tmp_path) == {}
     # another study of the same variant (a preset, say) chosen later is not the variant's choice
     other_study = {**final, "study": "paper", "config_hash": "paper-hash",
-                   "params": {"lr": 0.5}, "tested_at": "9999-01-01T00:00:00Z"}
+                   "fixed": {**final["fixed"], "preset": "paper"}, "params": {"lr": 0.5},
+                   "tested_at": "9999-01-01T00:00:00Z"}
     _tune().append_ledger(ledger, other_study)
     assert _tune().tuned_settings(DATASET, "lightgcn", tmp_path) == {
         **final["fixed"], **final["params"]}
     assert _tune().tuned_settings(DATASET, "lightgcn", tmp_path, study="paper")["lr"] == 0.5
+    # a study of the variant's own model under another name (e.g. "bprmf-predefined") counts
+    renamed = {**final, "study": "lightgcn-predefined", "config_hash": "renamed-hash",
+               "params": {"lr": 0.25}, "tested_at": "9999-01-02T00:00:00Z"}
+    _tune().append_ledger(ledger, renamed)
+    assert _tune().tuned_settings(DATASET, "lightgcn", tmp_path)["lr"] == 0.25
 
 
 def test_a_lost_checkpoint_is_replayed_and_seeds_replicate_the_chosen_configuration(

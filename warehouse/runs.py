@@ -90,18 +90,19 @@ DERIVED_RUN_VIEWS: list[tuple[str, tuple[str, ...], str]] = [
     # a preset (``preset: paper``) is another model of the same variant: it has its own row
     ("latest_runs", ("training_runs",), """
         SELECT * EXCLUDE (rn) FROM (
-            SELECT *, json_extract_string(config_json, '$.preset') AS preset,
-                   row_number() OVER (PARTITION BY dataset, variant,
-                                                   json_extract_string(config_json, '$.preset')
-                                      ORDER BY finished_at DESC, run_id DESC) AS rn
-            FROM training_runs WHERE coalesce(source, '') <> 'tune')
+            SELECT *, row_number() OVER (PARTITION BY dataset, variant, preset
+                                         ORDER BY finished_at DESC, run_id DESC) AS rn
+            FROM (SELECT *, CASE WHEN json_valid(config_json)
+                                 THEN json_extract_string(config_json, '$.preset') END AS preset
+                  FROM training_runs WHERE coalesce(source, '') <> 'tune'))
         WHERE rn = 1"""),
     # what the paper tables read per dataset × variant: the latest run without a preset, or
     # the latest preset run where the variant has only those
     ("paper_runs", ("training_runs",), """
         SELECT * FROM latest_runs
         QUALIFY row_number() OVER (PARTITION BY dataset, variant
-                                   ORDER BY preset NULLS FIRST) = 1"""),
+                                   ORDER BY preset IS NOT NULL, finished_at DESC,
+                                            run_id DESC) = 1"""),
 ]
 _TRIALS_WITH_CHOICE = """
     SELECT t.*, coalesce(t.config_hash = c.config_hash, false) AS chosen
