@@ -168,3 +168,18 @@ def test_a_copied_data_directory_gets_views_over_its_own_lake(tmp_path):
     warehouse = Warehouse(copy / "warehouse.duckdb", Lake(copy))
     assert warehouse.missing_views() == ["users"]  # the copied view reads the original lake
     assert cli_main(["--data-dir", str(copy), "--format", "csv", "SELECT count(*) AS n FROM users"]) == 0
+
+
+def test_a_view_whose_definition_changed_is_recreated(tmp_path):
+    lake = Lake(tmp_path)
+    lake.write("ml-1m", "users", pd.DataFrame({"user_id": [0, 1], "user_key": ["1", "2"]}))
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb", lake)
+    assert warehouse.ensure_views() == (["users"], None)
+    assert warehouse.missing_views() == []
+    # a warehouse written by an older release: same name, other definition, no fingerprint
+    with warehouse.connect() as con:
+        con.execute("CREATE OR REPLACE VIEW users AS SELECT 1 AS user_id")
+    assert warehouse.missing_views() == ["users"]
+    assert warehouse.ensure_views() == (["users"], None)
+    assert warehouse.query("SELECT count(*) AS n FROM users")["n"].to_pylist() == [2]
+    assert warehouse.ensure_views() == ([], None)  # recreated once, then left alone

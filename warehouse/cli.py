@@ -56,14 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-rows", type=int, default=50)
     parser.add_argument("--tables", action="store_true", help="list the views and tables")
     parser.add_argument("--refresh", action="store_true",
-                        help="recreate every lake view first (default: only missing ones)")
+                        help="recreate every view first (default: only missing or stale ones)")
     parser.add_argument("--unrestricted", action="store_true",
                         help="run any statement with full access (COPY, ATTACH, files anywhere); "
                         "default: SELECT/EXPLAIN on a read-only connection limited to the lake")
     args = parser.parse_args(argv)
 
     warehouse = open_warehouse(args.data_dir)
-    # The write lock is taken only when a view is missing (or --refresh): a query never makes
+    # The write lock is taken only when a view is missing or stale (or --refresh): a query never makes
     # a running materialization wait.
     if args.refresh or warehouse.missing_views():
         warehouse.refresh_views()

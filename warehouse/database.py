@@ -8,6 +8,7 @@ own small SQLite statements in ``datasources/media/cache.py``).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,6 +64,12 @@ DERIVED_VIEWS: dict[str, tuple[tuple[str, ...], str]] = {
 
 _READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
+
+def _fingerprint(sql: str) -> str:
+    """What a view's comment records of its definition (see ``Warehouse.refresh_views``)."""
+    return "kg4rec view " + hashlib.sha256(sql.encode()).hexdigest()[:16]
+
+
 class Warehouse:
     """A DuckDB database file whose views sit over a :class:`Lake`."""
 
@@ -106,38 +113,47 @@ class Warehouse:
                 raise
             con.execute("COMMIT")
 
-    def refresh_views(self) -> list[str]:
-        """(Re)create a view for every table present in the lake, plus the derived views.
-
-        Only names matching :data:`TABLE_NAME` get a view (see :meth:`ignored_files`)."""
-        from warehouse.runs import migrate_legacy_tables, run_views  # runs.py imports this module
+    def wanted_views(self) -> dict[str, str]:
+        """Every view this warehouse should have, name → the SQL that defines it: one per lake
+        table (only names matching :data:`TABLE_NAME`, see :meth:`ignored_files`), the derived
+        views whose tables exist, and the run-result views (``warehouse.runs``)."""
+        from warehouse.runs import run_views  # runs.py imports this module
 
         tables = [t for t in self.lake.tables() if TABLE_NAME.fullmatch(t)]
+        views = {}
+        for table in tables:
+            pattern = (self.lake.root / "dataset=*" / f"{table}.parquet").as_posix()
+            views[table] = (f"SELECT * FROM read_parquet({quote_literal(pattern)}, "
+                            "hive_partitioning = true, union_by_name = true)")
+        for name, (needs, sql) in DERIVED_VIEWS.items():
+            if all(t in tables for t in needs):
+                views[name] = sql
+        views.update(run_views(self.runs_root))
+        return views
+
+    def refresh_views(self) -> list[str]:
+        """(Re)create every wanted view; each carries the fingerprint of its definition as its
+        comment, so :meth:`missing_views` sees a view whose definition changed (a new column in
+        a run table, a moved lake, a new release of this package) as missing."""
+        from warehouse.runs import migrate_legacy_tables  # runs.py imports this module
+
         with self.connect() as con:
             migrate_legacy_tables(con, self.runs_root)
-            for table in tables:
-                pattern = (self.lake.root / "dataset=*" / f"{table}.parquet").as_posix()
-                con.execute(
-                    f"CREATE OR REPLACE VIEW {quote_identifier(table)} AS SELECT * FROM "
-                    f"read_parquet({quote_literal(pattern)}, hive_partitioning = true, "
-                    "union_by_name = true)"
-                )
-            for name, (needs, sql) in DERIVED_VIEWS.items():
-                if all(t in tables for t in needs):
-                    con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {sql}')
-            runs = run_views(self.runs_root)
-            for name, sql in runs:
+            views = self.wanted_views()  # after the migration: it can turn tables into files
+            for name, sql in views.items():
                 con.execute(f"CREATE OR REPLACE VIEW {quote_identifier(name)} AS {sql}")
-        return tables + [name for name, _ in runs]
+                con.execute(f"COMMENT ON VIEW {quote_identifier(name)} IS "
+                            f"{quote_literal(_fingerprint(sql))}")
+        return list(views)
 
     def ensure_views(self, lock_timeout_s: float = 2.0) -> tuple[list[str], str | None]:
-        """Create the views that are missing, without ever failing a writer.
+        """Create the views that are missing or stale, without ever failing a writer.
 
         Views are globs over the lake, so a republished table needs no refresh: only a table
-        that is new to the lake needs its view created. If another process holds the database
-        (a user's ``duckdb data/warehouse.duckdb``, a notebook), this gives up after
-        ``lock_timeout_s`` and says so; the next writer or ``python -m warehouse`` creates the
-        view. Returns (views created, why not or None)."""
+        new to the lake, or a view whose definition changed, needs a write. If another process
+        holds the database (a user's ``duckdb data/warehouse.duckdb``, a notebook), this gives
+        up after ``lock_timeout_s`` and says so; the next writer or ``python -m warehouse``
+        creates the view. Returns (views created, why not or None)."""
         patient, self.lock_timeout_s = self.lock_timeout_s, lock_timeout_s
         try:
             if not self.missing_views():
@@ -158,20 +174,16 @@ class Warehouse:
         return self.lake.root / "runs"
 
     def missing_views(self) -> list[str]:
-        """Lake and run tables that have no view yet (read-only check: takes no write lock)."""
-        from warehouse.runs import run_views
-
-        wanted = [t for t in self.lake.tables() if TABLE_NAME.fullmatch(t)]
-        wanted += [name for name, _ in run_views(self.runs_root)]
+        """Wanted views that are absent or stale — defined by other SQL than this code would
+        write (read-only check: takes no write lock). A copied or moved data directory's views
+        still read the original lake, so they count as stale too."""
+        wanted = self.wanted_views()
         if not self.path.exists():
-            return wanted
+            return list(wanted)
         with self.connect(read_only=True) as con:
-            views = dict(con.execute(
-                "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall())
-        # a view over another lake (the data directory was moved or copied) counts as missing
-        here = self.lake.root.as_posix() + "/"
-        return [t for t in wanted if t not in views
-                or ("read_parquet" in views[t] and here not in views[t])]
+            comments = dict(con.execute(
+                "SELECT view_name, comment FROM duckdb_views() WHERE NOT internal").fetchall())
+        return [name for name, sql in wanted.items() if comments.get(name) != _fingerprint(sql)]
 
     def user_query(self, sql: str) -> pa.Table:
         """A user's query, in a sandbox: ``SELECT``/``EXPLAIN`` statements only, on a read-only
