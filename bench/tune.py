@@ -25,6 +25,9 @@ Protocol (docs/MODEL.md, "How choices are made"):
 
 Trials already in the ledger with the same settings hash are not trained again, so a search
 interrupted by the end of a session continues where it stopped (checkpoints resume too).
+``--shard K/N`` splits one search between N workers sharing the ledger file (cores, machines
+with a shared disk): worker K trains trials K, K+N, ...; whichever worker finds every trial in
+the ledger chooses and reads the test split, under a lock on the ledger, so it is read once.
 
 Over 400 lines because the protocol is one reviewable unit: the grid and its seeded subset,
 the ledger (read, append, void), trial and replicate runs, the one test read and the report
@@ -34,12 +37,15 @@ share the settings hash and the ledger format; split apart, each piece would nee
 from __future__ import annotations
 
 import argparse
+import fcntl
 import itertools
 import json
 import os
 import random
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +167,32 @@ def void_trial(ledger: Path, config_hash: str, reason: str) -> int:
 def choose(trials: list[dict]) -> dict:
     """Best validation Recall@20; ties go to the cheaper (fewer seconds) trial."""
     return max(trials, key=lambda t: (t["valid"]["recall@20"], -t["seconds"]))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/3"`` → (2, 3): this worker trains trials 2, 5, 8, ... of the search."""
+    index, sep, count = text.partition("/")
+    try:
+        shard = int(index), int(count)
+    except ValueError:
+        shard = (0, 0)
+    if not sep or not 1 <= shard[0] <= shard[1]:
+        raise ValueError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. 1/2")
+    return shard
+
+
+@contextmanager
+def ledger_lock(ledger: Path) -> Iterator[None]:
+    """Exclusive hold on the ledger while a worker chooses and reads the test split: two
+    workers of one search (``--shard``) finishing together must not both read it. The lock is
+    a sibling ``.<ledger>.lock`` file (flock: released when the process dies)."""
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    with open(ledger.parent / f".{ledger.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def replay_settings(record: dict, **changes) -> TrainSettings:
@@ -342,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="default $KG4REC_DATA_DIR or ./data")
     parser.add_argument("--ledger", default=None, help="default bench/results/tuning/<dataset>.jsonl")
     parser.add_argument("--no-test", action="store_true", help="choose, but do not test")
+    parser.add_argument("--shard", default="1/1", metavar="K/N",
+                        help="train only trials K, K+N, ... (N workers sharing the ledger file); "
+                             "the worker that finds every trial in the ledger chooses and tests")
     parser.add_argument("--replicate-seeds", default="", metavar="S1,S2",
                         help="after the test read, train the chosen configuration again with "
                              "these seeds (validation early stopping, test evaluated): the "
@@ -385,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         grid = parse_grid(args.grid)
+        shard, shards = parse_shard(args.shard)
     except ValueError as exc:
         parser.error(str(exc))
     fixed = parse_settings(args.set)
@@ -402,9 +438,26 @@ def main(argv: list[str] | None = None) -> int:
                     ledger=ledger, data=build_data(tables),
                     store=None if args.no_warehouse else run_store(data_dir),
                     out_root=data_dir / "models" / "tune" / args.dataset / args.variant)
-    trials = [search.trial(number, len(configs), params)
-              for number, params in enumerate(configs, 1)]
+    numbers = range(1, len(configs) + 1)
+    mine = [n for n in numbers if (n - 1) % shards == shard - 1]
+    found = {n: search.trial(n, len(configs), configs[n - 1]) for n in mine}
+    trials = [found[n] if n in found else search.lookup(n, configs[n - 1]) for n in numbers]
+    pending = [n for n, trial in zip(numbers, trials, strict=True) if trial is None]
+    if pending:
+        print(f"shard {shard}/{shards} done (trials {mine}); trials {pending} are not in "
+              f"{ledger.name} yet: the worker that finishes last chooses and tests", flush=True)
+        return 0
     print(trials_table(study, args.dataset, grid, trials))
+    with ledger_lock(ledger):
+        return conclude(search, args, ledger, study, trials)
+
+
+def conclude(search: Search, args: argparse.Namespace, ledger: Path, study: str,
+             trials: list[dict]) -> int:
+    """Choose on validation, then the one test read (or refit) and the replicate seeds.
+    Runs under :func:`ledger_lock`; the ledger is read again there, so a test read another
+    worker made meanwhile is found, not repeated."""
+    trials = [read_ledger(ledger).get(t["config_hash"], t) for t in trials]
     chosen = choose(trials)
     print(f"chosen on validation: trial {chosen['trial']} {chosen['params']}", flush=True)
     if search.store is not None:
@@ -440,16 +493,26 @@ class Search:
     store: object | None
     out_root: Path
 
-    def trial(self, number: int, total: int, params: dict) -> dict:
-        """The ledger record of one configuration, training it unless the ledger has it."""
-        settings = TrainSettings.from_dict(
+    def settings(self, params: dict) -> TrainSettings:
+        """A trial's settings: the study's fixed ones, its parameters, validation only."""
+        return TrainSettings.from_dict(
             {**self.fixed, **params, "variant": self.variant, "evaluate_test": False})
-        key = settings.config_hash()
-        found = find_trial(read_ledger(self.ledger), settings)
+
+    def lookup(self, number: int, params: dict) -> dict | None:
+        """The ledger's record of one configuration (said), or None if not trained yet."""
+        found = find_trial(read_ledger(self.ledger), self.settings(params))
         if found is not None:
             print(f"trial {number}: {params} already in {self.ledger.name}: "
                   f"valid recall@20 {found['valid']['recall@20']:.4f}", flush=True)
+        return found
+
+    def trial(self, number: int, total: int, params: dict) -> dict:
+        """The ledger record of one configuration, training it unless the ledger has it."""
+        found = self.lookup(number, params)
+        if found is not None:
             return found
+        settings = self.settings(params)
+        key = settings.config_hash()
         print(f"trial {number}/{total}: {params}", flush=True)
         result = self._train(settings, self.out_root / key)
         record = {"trial": number, "params": params, "fixed": self.fixed, "config_hash": key,

@@ -338,3 +338,64 @@ def test_the_users_sampler_weighs_every_user_the_same():
     # uniform over users, unlike the interactions sampler (∝ the user's train pairs)
     assert counts[active].std() / counts[active].mean() < 0.1
     assert torch.corrcoef(torch.stack([counts[active], degree[active]]))[0, 1] < 0.3
+
+
+def test_shards_split_a_search_and_the_last_one_reads_test_once(tmp_path, monkeypatch, capsys):
+    lake = Lake(tmp_path)
+    for name, table in synthetic_tables(n_users=30, n_items=120, n_pairs=900, n_attributes=5,
+                                        n_triples=30, sequence_length=5, seed=4).items():
+        lake.write(DATASET, name, table)
+    trained = []  # the lr of every training, and whether it read the test split
+    real_train = model.train.train
+
+    def recording_train(settings, data, *args, **kwargs):
+        trained.append((settings.lr, settings.evaluate_test))
+        return real_train(settings, data, *args, **kwargs)
+
+    tune = _tune()
+    monkeypatch.setattr(tune, "train", recording_train)
+    ledger = tmp_path / f"{DATASET}.jsonl"
+    args = ["--dataset", DATASET, "--variant", "bprmf", "--data-dir", str(tmp_path),
+            "--ledger", str(ledger), "--grid", "lr=0.001,0.01,0.05", "--no-warehouse"]
+    for key, value in TINY.items():
+        args += ["--set", f"{key}={json.dumps(value).replace(' ', '')}"]
+
+    assert tune.main([*args, "--shard", "2/2"]) == 0  # trials 2 (of 1, 2, 3): no choice yet
+    assert trained == [(0.01, False)]
+    assert "trials [1, 3] are not in" in capsys.readouterr().out
+    assert tune.main([*args, "--shard", "1/2"]) == 0  # trials 1 and 3, then the choice
+    assert trained[1:3] == [(0.001, False), (0.05, False)] and trained[3][1] is True
+    records = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert [r["trial"] for r in records] == [2, 1, 3, records[3]["trial"]]
+    best = max(records[:3], key=lambda t: (t["valid"]["recall@20"], -t["seconds"]))
+    assert records[3]["chosen"] and records[3]["config_hash"] == best["config_hash"]
+    assert "test" in records[3]
+    trained.clear()
+    assert tune.main([*args, "--shard", "2/2"]) == 0  # a late worker: nothing, no second read
+    assert trained == [] and "test already read" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        tune.main([*args, "--shard", "3/2"])
+
+
+def test_the_ledger_lock_keeps_a_second_worker_waiting(tmp_path):
+    import threading
+
+    tune = _tune()
+    ledger = tmp_path / "ml-1m.jsonl"
+    order = []
+    second_waiting = threading.Event()
+
+    def second_worker():
+        second_waiting.set()
+        with tune.ledger_lock(ledger):
+            order.append("second")
+
+    with tune.ledger_lock(ledger):
+        worker = threading.Thread(target=second_worker)
+        worker.start()
+        second_waiting.wait()
+        worker.join(timeout=0.5)
+        assert worker.is_alive()  # blocked on the lock
+        order.append("first")
+    worker.join(timeout=10)
+    assert order == ["first", "second"]
