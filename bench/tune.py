@@ -28,6 +28,8 @@ interrupted by the end of a session continues where it stopped (checkpoints resu
 ``--shard K/N`` splits one search between N workers sharing the ledger file (cores, machines
 with a shared disk): worker K trains trials K, K+N, ...; whichever worker finds every trial in
 the ledger chooses and reads the test split, under a lock on the ledger, so it is read once.
+``--warm-leader``: a worker beside a running search rebuilds the lost checkpoint of the best
+trial so far (validation only), so the test read at the end need not replay it first.
 
 Over 400 lines because the protocol is one reviewable unit: the grid and its seeded subset,
 the ledger (read, append, void), trial and replicate runs, the one test read and the report
@@ -63,6 +65,8 @@ from model.report import code_version, metric_rows, new_run_id, run_row  # noqa:
 from model.train import train  # noqa: E402
 
 LEDGER_DIR = ROOT / "bench" / "results" / "tuning"
+#: Marks a checkpoint directory rebuilt by ``--warm-leader`` (its test read is a replay's).
+WARM_REPLAY = "warm_replay.json"
 #: What the ledger keeps of each slice of a test read (``model.evaluate.SLICES``).
 SLICE_FIELDS = ("recall@20", "ndcg@20", "users")
 
@@ -374,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="default $KG4REC_DATA_DIR or ./data")
     parser.add_argument("--ledger", default=None, help="default bench/results/tuning/<dataset>.jsonl")
     parser.add_argument("--no-test", action="store_true", help="choose, but do not test")
+    parser.add_argument("--warm-leader", action="store_true",
+                        help="rebuild the checkpoint of the best finished trial so far if it is "
+                             "gone (a replay, validation only: the test split is not read), so "
+                             "the one test read is immediate if it stays chosen; then exit")
     parser.add_argument("--shard", default="1/1", metavar="K/N",
                         help="train only trials K, K+N, ... (N workers sharing the ledger file); "
                              "the worker that finds every trial in the ledger chooses and tests")
@@ -438,6 +446,14 @@ def main(argv: list[str] | None = None) -> int:
                     ledger=ledger, data=build_data(tables),
                     store=None if args.no_warehouse else run_store(data_dir),
                     out_root=data_dir / "models" / "tune" / args.dataset / args.variant)
+    if args.warm_leader:
+        finished = [t for n, params in enumerate(configs, 1)
+                    if (t := search.lookup(n, params)) is not None]
+        if not finished:
+            print("no finished trial yet: nothing to warm", flush=True)
+            return 0
+        search.warm_replay(choose(finished))
+        return 0
     numbers = range(1, len(configs) + 1)
     mine = [n for n in numbers if (n - 1) % shards == shard - 1]
     found = {n: search.trial(n, len(configs), configs[n - 1]) for n in mine}
@@ -526,6 +542,25 @@ class Search:
             self.store.record_trial({**record, "run_id": run_id})
         return record
 
+    def warm_replay(self, leader: dict) -> None:
+        """Train the replay :meth:`test_once` would train for ``leader`` when its checkpoint is
+        gone, with ``evaluate_test=False`` (not part of the hash: ``test_once`` later resumes
+        the finished replay and only ranks the test split)."""
+        if (self.out_root / leader["config_hash"] / "best.safetensors").is_file():
+            print(f"trial {leader['trial']} leads; its checkpoint is here", flush=True)
+            return
+        settings = replay_settings(leader, evaluate_test=False)
+        print(f"trial {leader['trial']} leads ({leader['params']}, valid recall@20 "
+              f"{leader['valid']['recall@20']:.4f}); replaying it, validation only "
+              f"({settings.epochs} epochs)", flush=True)
+        out_dir = self.out_root / settings.config_hash()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # a replay that lands in the trial's own directory must still be reported as a replay
+        (out_dir / WARM_REPLAY).write_text(json.dumps({"replay_of": leader["config_hash"]}))
+        result = self._train(settings, out_dir)
+        print(f"warm replay: valid recall@20 {result.best_valid['recall@20']:.4f} at epoch "
+              f"{result.best_epoch}", flush=True)
+
     def test_once(self, chosen: dict) -> dict:
         """The one test evaluation of the chosen trial, from its best checkpoint.
 
@@ -537,12 +572,15 @@ class Search:
             return chosen
         settings = TrainSettings.from_dict(chosen["settings"] | {"evaluate_test": True})
         out_dir = self.out_root / chosen["config_hash"]
-        replayed = not (out_dir / "best.safetensors").is_file()
+        replayed = (not (out_dir / "best.safetensors").is_file()
+                    or (out_dir / WARM_REPLAY).is_file())
         if replayed:
             settings = replay_settings(chosen, evaluate_test=True)
             out_dir = self.out_root / settings.config_hash()
-            print(f"checkpoint of the chosen trial not found: replaying it "
-                  f"({settings.epochs} epochs, time cap {settings.max_seconds})", flush=True)
+            warm = (out_dir / WARM_REPLAY).is_file()
+            print("checkpoint of the chosen trial not found: "
+                  + ("its warm replay (--warm-leader) is read" if warm else "replaying it")
+                  + f" ({settings.epochs} epochs, time cap {settings.max_seconds})", flush=True)
         result = self._train(settings, out_dir)
         record = {**chosen, "test": result.test, "tested_at":
                   time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "chosen": True,

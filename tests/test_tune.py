@@ -399,3 +399,48 @@ def test_the_ledger_lock_keeps_a_second_worker_waiting(tmp_path):
         order.append("first")
     worker.join(timeout=10)
     assert order == ["first", "second"]
+
+
+def test_a_warm_leader_rebuilds_the_lost_checkpoint_without_reading_test(
+        tmp_path, monkeypatch, capsys):
+    import shutil
+
+    lake = Lake(tmp_path)
+    for name, table in synthetic_tables(n_users=30, n_items=120, n_pairs=900, n_attributes=5,
+                                        n_triples=30, sequence_length=5, seed=4).items():
+        lake.write(DATASET, name, table)
+    splits = []
+    real_ranked_chunks = model.evaluate._ranked_chunks
+
+    def counting_ranked_chunks(model_, data, split, *args):
+        splits.append(split)
+        return real_ranked_chunks(model_, data, split, *args)
+
+    monkeypatch.setattr(model.evaluate, "_ranked_chunks", counting_ranked_chunks)
+    ledger = tmp_path / f"{DATASET}.jsonl"
+    args = ["--dataset", DATASET, "--variant", "bprmf", "--data-dir", str(tmp_path),
+            "--ledger", str(ledger), "--grid", "lr=0.001,0.05", "--no-warehouse"]
+    for key, value in TINY.items():
+        args += ["--set", f"{key}={json.dumps(value).replace(' ', '')}"]
+    tune = _tune()
+    assert tune.main([*args, "--warm-leader"]) == 0
+    assert "nothing to warm" in capsys.readouterr().out
+    assert tune.main([*args, "--no-test"]) == 0
+    trials = [json.loads(line) for line in ledger.read_text().splitlines()]
+    leader = max(trials, key=lambda t: (t["valid"]["recall@20"], -t["seconds"]))
+    shutil.rmtree(tmp_path / "models")  # a new machine
+
+    splits.clear()
+    assert tune.main([*args, "--warm-leader"]) == 0
+    assert f"trial {leader['trial']} leads" in capsys.readouterr().out
+    assert "test" not in splits and "valid" in splits
+    assert len(ledger.read_text().splitlines()) == 2  # nothing recorded: it chose nothing
+
+    splits.clear()
+    assert tune.main(args) == 0  # the test read: the warm replay is finished, no epoch trains
+    out = capsys.readouterr().out
+    assert "finished run" in out and " epoch 1:" not in out
+    assert splits.count("test") == 1
+    final = json.loads(ledger.read_text().splitlines()[-1])
+    assert final["chosen"] and final["config_hash"] == leader["config_hash"]
+    assert final["replay"]["valid"] == leader["valid"]
