@@ -47,7 +47,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,17 +186,35 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 @contextmanager
-def ledger_lock(ledger: Path) -> Iterator[None]:
-    """Exclusive hold on the ledger while a worker chooses and reads the test split: two
-    workers of one search (``--shard``) finishing together must not both read it. The lock is
-    a sibling ``.<ledger>.lock`` file (flock: released when the process dies)."""
-    ledger.parent.mkdir(parents=True, exist_ok=True)
-    with open(ledger.parent / f".{ledger.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+def exclusive(lock_path: Path, waiting: str) -> Iterator[None]:
+    """An exclusive flock on ``lock_path`` (released when the process dies); says ``waiting``
+    when another process holds it."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(waiting, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def study_lock(ledger: Path, study: str) -> AbstractContextManager[None]:
+    """Held while a worker chooses and reads the test split: two workers of one search
+    (``--shard``) finishing together must not both read it. Per study, so another study of
+    the same dataset's ledger is not kept waiting."""
+    return exclusive(ledger.parent / f".{ledger.name}.{study}.lock",
+                     f"waiting: another worker is concluding study {study!r}")
+
+
+def training_lock(out_dir: Path) -> AbstractContextManager[None]:
+    """Held while a process trains into ``out_dir``: a test read that would resume a warm
+    replay (``--warm-leader``) still training waits for it instead of training beside it."""
+    return exclusive(out_dir / ".training.lock",
+                     f"waiting: another process is training into {out_dir}")
 
 
 def replay_settings(record: dict, **changes) -> TrainSettings:
@@ -425,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
         return void_trial(ledger, args.void, args.reason)
     if args.variant is None:
         parser.error("--variant is required (unless --report)")
+    if args.warm_leader and (args.refit or args.no_test):
+        parser.error("--warm-leader prepares the test read of the chosen checkpoint: "
+                     "useless with --refit (a new training) or --no-test")
 
     try:
         grid = parse_grid(args.grid)
@@ -449,8 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm_leader:
         finished = [t for n, params in enumerate(configs, 1)
                     if (t := search.lookup(n, params)) is not None]
-        if not finished:
-            print("no finished trial yet: nothing to warm", flush=True)
+        if not finished or any(t.get("test") is not None for t in finished):
+            print("nothing to warm: " + ("the study's test read is done" if finished
+                                         else "no finished trial yet"), flush=True)
             return 0
         search.warm_replay(choose(finished))
         return 0
@@ -464,14 +486,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{ledger.name} yet: the worker that finishes last chooses and tests", flush=True)
         return 0
     print(trials_table(study, args.dataset, grid, trials))
-    with ledger_lock(ledger):
+    with study_lock(ledger, study):
         return conclude(search, args, ledger, study, trials)
 
 
 def conclude(search: Search, args: argparse.Namespace, ledger: Path, study: str,
              trials: list[dict]) -> int:
     """Choose on validation, then the one test read (or refit) and the replicate seeds.
-    Runs under :func:`ledger_lock`; the ledger is read again there, so a test read another
+    Runs under :func:`study_lock`; the ledger is read again there, so a test read another
     worker made meanwhile is found, not repeated."""
     trials = [read_ledger(ledger).get(t["config_hash"], t) for t in trials]
     chosen = choose(trials)
@@ -554,10 +576,13 @@ class Search:
               f"{leader['valid']['recall@20']:.4f}); replaying it, validation only "
               f"({settings.epochs} epochs)", flush=True)
         out_dir = self.out_root / settings.config_hash()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # a replay that lands in the trial's own directory must still be reported as a replay
-        (out_dir / WARM_REPLAY).write_text(json.dumps({"replay_of": leader["config_hash"]}))
-        result = self._train(settings, out_dir)
+        with training_lock(out_dir):
+            # a replay that lands in the trial's own directory must still read as a replay
+            marker = {"replay_of": leader["config_hash"]}
+            (out_dir / WARM_REPLAY).write_text(json.dumps(marker))
+            result = self._train(settings, out_dir)
+            (out_dir / WARM_REPLAY).write_text(json.dumps(marker | {
+                "seconds": result.total_seconds, "epochs_run": result.epochs_run}))
         print(f"warm replay: valid recall@20 {result.best_valid['recall@20']:.4f} at epoch "
               f"{result.best_epoch}", flush=True)
 
@@ -577,17 +602,22 @@ class Search:
         if replayed:
             settings = replay_settings(chosen, evaluate_test=True)
             out_dir = self.out_root / settings.config_hash()
-            warm = (out_dir / WARM_REPLAY).is_file()
-            print("checkpoint of the chosen trial not found: "
-                  + ("its warm replay (--warm-leader) is read" if warm else "replaying it")
+            print("checkpoint of the chosen trial lost: "
+                  + ("its warm replay (--warm-leader) is read or finished"
+                     if (out_dir / WARM_REPLAY).is_file() else "replaying it")
                   + f" ({settings.epochs} epochs, time cap {settings.max_seconds})", flush=True)
-        result = self._train(settings, out_dir)
+        with training_lock(out_dir):
+            result = self._train(settings, out_dir)
+        warm = (json.loads((out_dir / WARM_REPLAY).read_text())
+                if (out_dir / WARM_REPLAY).is_file() else None)
         record = {**chosen, "test": result.test, "tested_at":
                   time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "chosen": True,
                   "test_slices": slice_summary(result.slices["test"])}
         if replayed:
             record["replay"] = {"valid": result.best_valid, "best_epoch": result.best_epoch,
                                 "epochs_run": result.epochs_run, "seconds": result.total_seconds}
+            if warm is not None:  # trained earlier by --warm-leader: its own time, not the read's
+                record["replay"] |= {"warm": True, "seconds": warm.get("seconds")}
             print(f"replay: valid recall@20 {result.best_valid['recall@20']:.4f} "
                   f"(ledger {chosen['valid']['recall@20']:.4f}), best epoch "
                   f"{result.best_epoch} (ledger {chosen['best_epoch']})", flush=True)

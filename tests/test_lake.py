@@ -183,3 +183,33 @@ def test_a_view_whose_definition_changed_is_recreated(tmp_path):
     assert warehouse.ensure_views() == (["users"], None)
     assert warehouse.query("SELECT count(*) AS n FROM users")["n"].to_pylist() == [2]
     assert warehouse.ensure_views() == ([], None)  # recreated once, then left alone
+
+
+def test_a_query_answers_when_a_stale_view_cannot_be_rewritten(tmp_path, monkeypatch, capsys):
+    import subprocess
+    import sys
+
+    import warehouse.cli
+
+    lake = Lake(tmp_path)
+    lake.write("ml-1m", "users", pd.DataFrame({"user_id": [0, 1], "user_key": ["1", "2"]}))
+    warehouse_ = Warehouse(tmp_path / "warehouse.duckdb", lake, lock_timeout_s=0.5)
+    warehouse_.refresh_views()
+    with warehouse_.connect() as con:  # as an older release left it: no fingerprint
+        con.execute("COMMENT ON VIEW users IS NULL")
+    assert warehouse_.missing_views() == ["users"]
+    monkeypatch.setattr(warehouse.cli, "open_warehouse", lambda data_dir=None: warehouse_)
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], "
+         "read_only=True); print('ready', flush=True); time.sleep(60)", str(warehouse_.path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "ready"
+        assert cli_main(["--format", "csv", "SELECT count(*) AS n FROM users"]) == 0
+        out, err = capsys.readouterr()
+        assert out.split() == ["n", "2"] and "warning: views not refreshed" in err
+    finally:
+        reader.kill()
+        reader.wait()
+    assert cli_main(["SELECT count(*) AS n FROM users"]) == 0  # free again: rewritten
+    assert warehouse_.missing_views() == []

@@ -373,11 +373,17 @@ def test_shards_split_a_search_and_the_last_one_reads_test_once(tmp_path, monkey
     trained.clear()
     assert tune.main([*args, "--shard", "2/2"]) == 0  # a late worker: nothing, no second read
     assert trained == [] and "test already read" in capsys.readouterr().out
+    # a worker that looked its trials up before the other one concluded: the choice re-reads
+    # the ledger under the lock and finds the test read made meanwhile
+    before = {r["trial"]: r for r in records[:3]}
+    monkeypatch.setattr(tune.Search, "lookup", lambda self, number, params: before[number])
+    assert tune.main([*args, "--shard", "2/2"]) == 0
+    assert trained == [] and "test already read" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         tune.main([*args, "--shard", "3/2"])
 
 
-def test_the_ledger_lock_keeps_a_second_worker_waiting(tmp_path):
+def test_the_study_lock_keeps_a_second_worker_waiting(tmp_path, capsys):
     import threading
 
     tune = _tune()
@@ -387,10 +393,10 @@ def test_the_ledger_lock_keeps_a_second_worker_waiting(tmp_path):
 
     def second_worker():
         second_waiting.set()
-        with tune.ledger_lock(ledger):
+        with tune.study_lock(ledger, "lightgcn"):
             order.append("second")
 
-    with tune.ledger_lock(ledger):
+    with tune.study_lock(ledger, "lightgcn"):
         worker = threading.Thread(target=second_worker)
         worker.start()
         second_waiting.wait()
@@ -399,6 +405,9 @@ def test_the_ledger_lock_keeps_a_second_worker_waiting(tmp_path):
         order.append("first")
     worker.join(timeout=10)
     assert order == ["first", "second"]
+    assert "another worker is concluding study 'lightgcn'" in capsys.readouterr().out
+    with tune.study_lock(ledger, "lightgcn"), tune.study_lock(ledger, "kgat"):
+        pass  # another study of the same ledger is not kept waiting
 
 
 def test_a_warm_leader_rebuilds_the_lost_checkpoint_without_reading_test(
@@ -444,3 +453,8 @@ def test_a_warm_leader_rebuilds_the_lost_checkpoint_without_reading_test(
     final = json.loads(ledger.read_text().splitlines()[-1])
     assert final["chosen"] and final["config_hash"] == leader["config_hash"]
     assert final["replay"]["valid"] == leader["valid"]
+    assert final["replay"]["warm"] and final["replay"]["seconds"] > 0
+    assert tune.main([*args, "--warm-leader"]) == 0  # the read is done: nothing to warm
+    assert "the study's test read is done" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        tune.main([*args, "--warm-leader", "--refit"])

@@ -65,8 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     warehouse = open_warehouse(args.data_dir)
     # The write lock is taken only when a view is missing or stale (or --refresh): a query never makes
     # a running materialization wait.
-    if args.refresh or warehouse.missing_views():
+    if args.refresh:
         warehouse.refresh_views()
+    else:  # a held database (a notebook, the DuckDB shell) leaves the views as they are
+        _, problem = warehouse.ensure_views()
+        if problem:
+            print(f"warning: {problem}", file=sys.stderr)
     if args.tables:
         sql = "SELECT table_name, table_type FROM information_schema.tables ORDER BY table_name"
     elif args.sql:

@@ -155,7 +155,8 @@ class Lake:
 
     def __init__(self, data_dir: str | Path, *, max_row_drop: float = 0.5, keep_snapshots: int = 10,
                  lock_timeout_s: float = 1800.0, log: Callable[[str], None] | None = None) -> None:
-        self.data_dir = Path(data_dir).absolute()
+        # resolved: two spellings of one directory (a symlink, "..") give the same view SQL
+        self.data_dir = Path(data_dir).resolve()
         self.root = self.data_dir / "lake"
         self.max_row_drop = max_row_drop
         self.keep_snapshots = keep_snapshots
