@@ -39,15 +39,13 @@ share the settings hash and the ledger format; split apart, each piece would nee
 from __future__ import annotations
 
 import argparse
-import fcntl
 import itertools
 import json
 import os
 import random
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +61,7 @@ from model.data import build_data, with_valid_in_train  # noqa: E402
 from model.evaluate import SLICES  # noqa: E402
 from model.report import code_version, metric_rows, new_run_id, run_row  # noqa: E402
 from model.train import train  # noqa: E402
+from warehouse.files import exclusive_lock  # noqa: E402
 
 LEDGER_DIR = ROOT / "bench" / "results" / "tuning"
 #: Marks a checkpoint directory rebuilt by ``--warm-leader`` (its test read is a replay's).
@@ -185,36 +184,22 @@ def parse_shard(text: str) -> tuple[int, int]:
     return shard
 
 
-@contextmanager
-def exclusive(lock_path: Path, waiting: str) -> Iterator[None]:
-    """An exclusive flock on ``lock_path`` (released when the process dies); says ``waiting``
-    when another process holds it."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(waiting, flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def study_lock(ledger: Path, study: str) -> AbstractContextManager[None]:
+def study_lock(ledger: Path, study: str) -> AbstractContextManager:
     """Held while a worker chooses and reads the test split: two workers of one search
     (``--shard``) finishing together must not both read it. Per study, so another study of
     the same dataset's ledger is not kept waiting."""
-    return exclusive(ledger.parent / f".{ledger.name}.{study}.lock",
-                     f"waiting: another worker is concluding study {study!r}")
+    return exclusive_lock(ledger.parent / f".{ledger.name}.{study}.lock",
+                          holder=f"tune.py concluding {study}", on_wait=_say)
 
 
-def training_lock(out_dir: Path) -> AbstractContextManager[None]:
+def training_lock(out_dir: Path) -> AbstractContextManager:
     """Held while a process trains into ``out_dir``: a test read that would resume a warm
     replay (``--warm-leader``) still training waits for it instead of training beside it."""
-    return exclusive(out_dir / ".training.lock",
-                     f"waiting: another process is training into {out_dir}")
+    return exclusive_lock(out_dir / ".training.lock", holder="tune.py training", on_wait=_say)
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
 
 
 def replay_settings(record: dict, **changes) -> TrainSettings:

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.support.duckdb_reader import held_read_only
 from warehouse import Lake, Warehouse
 from warehouse.cli import main as cli_main
 
@@ -127,9 +128,6 @@ def test_the_cli_runs_reads_only_and_only_inside_the_lake(tmp_path, capsys, stat
 
 
 def test_the_cli_takes_no_write_lock_when_the_views_exist(tmp_path, monkeypatch):
-    import subprocess
-    import sys
-
     import warehouse.cli
 
     lake = Lake(tmp_path)
@@ -139,18 +137,10 @@ def test_the_cli_takes_no_write_lock_when_the_views_exist(tmp_path, monkeypatch)
     assert warehouse_.missing_views() == []
     monkeypatch.setattr(warehouse.cli, "open_warehouse", lambda data_dir=None: warehouse_)
     # another process keeps the file open read-only (a notebook, the DuckDB CLI, make ui)
-    reader = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], "
-         "read_only=True); print('ready', flush=True); time.sleep(60)", str(warehouse_.path)],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert reader.stdout.readline().strip() == "ready"
+    with held_read_only(warehouse_.path):
         assert cli_main(["SELECT count(*) AS n FROM users"]) == 0  # reads share the file
         with pytest.raises(duckdb.IOException, match="lock"):
             warehouse_.refresh_views()  # what every query used to do first
-    finally:
-        reader.kill()
-        reader.wait()
     lake.write("ml-1m", "items", pd.DataFrame({"item_id": [0], "item_key": ["1"]}))
     assert warehouse_.missing_views() == ["items"]  # a new table: the CLI adds its view
     assert cli_main(["SELECT count(*) AS n FROM items"]) == 0
@@ -186,9 +176,6 @@ def test_a_view_whose_definition_changed_is_recreated(tmp_path):
 
 
 def test_a_query_answers_when_a_stale_view_cannot_be_rewritten(tmp_path, monkeypatch, capsys):
-    import subprocess
-    import sys
-
     import warehouse.cli
 
     lake = Lake(tmp_path)
@@ -199,17 +186,9 @@ def test_a_query_answers_when_a_stale_view_cannot_be_rewritten(tmp_path, monkeyp
         con.execute("COMMENT ON VIEW users IS NULL")
     assert warehouse_.missing_views() == ["users"]
     monkeypatch.setattr(warehouse.cli, "open_warehouse", lambda data_dir=None: warehouse_)
-    reader = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], "
-         "read_only=True); print('ready', flush=True); time.sleep(60)", str(warehouse_.path)],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert reader.stdout.readline().strip() == "ready"
+    with held_read_only(warehouse_.path):
         assert cli_main(["--format", "csv", "SELECT count(*) AS n FROM users"]) == 0
         out, err = capsys.readouterr()
         assert out.split() == ["n", "2"] and "warning: views not refreshed" in err
-    finally:
-        reader.kill()
-        reader.wait()
     assert cli_main(["SELECT count(*) AS n FROM users"]) == 0  # free again: rewritten
     assert warehouse_.missing_views() == []

@@ -24,6 +24,7 @@ import pytest
 
 from assets.resources import LakeResource
 from pipeline.definitions import defs
+from tests.support.duckdb_reader import held_read_only
 from warehouse import Lake, Warehouse
 from warehouse.files import exclusive_lock
 from warehouse.lake import AuditError
@@ -261,19 +262,11 @@ def test_an_open_reader_of_the_warehouse_does_not_fail_a_materialization(tmp_pat
     warehouse = data_dir / "warehouse.duckdb"
     data_dir.mkdir(parents=True)
     Warehouse(warehouse, Lake(data_dir)).execute("SELECT 1")  # the database file exists
-    reader = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
-         "print('open', flush=True); time.sleep(120)", str(warehouse)],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert reader.stdout.readline().strip() == "open"
+    with held_read_only(warehouse):
         started = time.monotonic()
         result = _run("ingest", _tsv_config(good))
         assert result.success
         assert time.monotonic() - started < 60
-    finally:
-        reader.kill()
-        reader.wait()
     assert len(Lake(data_dir).read_pandas(DATASET, "split")) == 300
     # the writer could not create the views (the reader held the file) and went on without them;
     # the next writer (or the CLI) creates them

@@ -28,6 +28,41 @@ def _tune():
     return load_bench("tune")
 
 
+def _tiny_settings() -> list[str]:
+    """``--set KEY=VALUE`` arguments for :data:`TINY`, as a command line gives them."""
+    return [arg for key, value in TINY.items()
+            for arg in ("--set", f"{key}={json.dumps(value).replace(' ', '')}")]
+
+
+def _bprmf_search(tmp_path: Path, grid: str) -> tuple[Path, list[str]]:
+    """The ledger and the command line of a tiny BPR-MF search over ``grid`` (no warehouse)."""
+    ledger = tmp_path / f"{DATASET}.jsonl"
+    return ledger, ["--dataset", DATASET, "--variant", "bprmf", "--data-dir", str(tmp_path),
+                    "--ledger", str(ledger), "--grid", grid, "--no-warehouse", *_tiny_settings()]
+
+
+def _synthetic_lake(tmp_path: Path) -> Lake:
+    """A small synthetic dataset in the lake layout, as the searches below read it."""
+    lake = Lake(tmp_path)
+    for name, table in synthetic_tables(n_users=30, n_items=120, n_pairs=900, n_attributes=5,
+                                        n_triples=30, sequence_length=5, seed=4).items():
+        lake.write(DATASET, name, table)
+    return lake
+
+
+def _ranked_splits(monkeypatch) -> list[str]:
+    """The split of every ranking pass from now on (evaluate and evaluate_slices share it)."""
+    splits = []
+    real_ranked_chunks = model.evaluate._ranked_chunks
+
+    def counting_ranked_chunks(model_, data, split, *args):
+        splits.append(split)
+        return real_ranked_chunks(model_, data, split, *args)
+
+    monkeypatch.setattr(model.evaluate, "_ranked_chunks", counting_ranked_chunks)
+    return splits
+
+
 def test_candidates_are_the_grid_or_a_seeded_subset():
     tune = _tune()
     grid = tune.parse_grid(["lr=1e-3,5e-3,1e-2", "batch_size=1024,2048"])
@@ -48,23 +83,12 @@ def test_ledger_names_the_bad_line(tmp_path):
 
 
 def test_search_reads_test_once_for_the_validation_winner(tmp_path, monkeypatch, capsys):
-    lake = Lake(tmp_path)
-    for name, table in synthetic_tables(n_users=30, n_items=120, n_pairs=900, n_attributes=5,
-                                        n_triples=30, sequence_length=5, seed=4).items():
-        lake.write(DATASET, name, table)
-    splits = []  # the split of every ranking pass (evaluate and evaluate_slices share it)
-    real_ranked_chunks = model.evaluate._ranked_chunks
-
-    def counting_ranked_chunks(model_, data, split, *args):
-        splits.append(split)
-        return real_ranked_chunks(model_, data, split, *args)
-
-    monkeypatch.setattr(model.evaluate, "_ranked_chunks", counting_ranked_chunks)
+    lake = _synthetic_lake(tmp_path)
+    splits = _ranked_splits(monkeypatch)
     ledger = tmp_path / f"{DATASET}.jsonl"
     args = ["--dataset", DATASET, "--variant", "lightgcn", "--data-dir", str(tmp_path),
             "--ledger", str(ledger), "--grid", "lr=0.0001,0.05", "--budget", "2"]
-    for key, value in TINY.items():
-        args += ["--set", f"{key}={json.dumps(value).replace(' ', '')}"]
+    args += _tiny_settings()
     assert _tune().main(args) == 0
     assert splits.count("test") == 1  # two trials, one test evaluation
 
@@ -143,15 +167,8 @@ def test_a_lost_checkpoint_is_replayed_and_seeds_replicate_the_chosen_configurat
         tmp_path, capsys):
     import shutil
 
-    lake = Lake(tmp_path)
-    for name, table in synthetic_tables(n_users=30, n_items=120, n_pairs=900, n_attributes=5,
-                                        n_triples=30, sequence_length=5, seed=4).items():
-        lake.write(DATASET, name, table)
-    ledger = tmp_path / f"{DATASET}.jsonl"
-    args = ["--dataset", DATASET, "--variant", "bprmf", "--data-dir", str(tmp_path),
-            "--ledger", str(ledger), "--grid", "lr=0.01", "--no-warehouse"]
-    for key, value in TINY.items():
-        args += ["--set", f"{key}={json.dumps(value).replace(' ', '')}"]
+    _synthetic_lake(tmp_path)
+    ledger, args = _bprmf_search(tmp_path, "lr=0.01")
     tune = _tune()
     assert tune.main([*args, "--no-test"]) == 0
     (trial,) = [json.loads(line) for line in ledger.read_text().splitlines()]
@@ -215,8 +232,7 @@ def test_cold_start_bench_holds_out_whole_items(tmp_path, capsys):
     args = ["--dataset", DATASET, "--data-dir", str(tmp_path), "--fraction", "0.2",
             "--variants", "content", "lightgcn", "--seeds", "1,2", "--ledger", str(ledger),
             "--tuning-ledgers", str(tuning)]
-    for key, value in TINY.items():
-        args += ["--set", f"{key}={json.dumps(value).replace(' ', '')}"]
+    args += _tiny_settings()
     assert cold_start.main(args) == 0
     out = capsys.readouterr().out
     records = [json.loads(line) for line in ledger.read_text().splitlines()]
@@ -278,10 +294,7 @@ def test_a_voided_trial_leaves_the_search_and_runs_again(tmp_path, capsys):
 
 def test_a_refit_trains_on_train_and_valid_for_the_chosen_epochs_and_reads_test_once(
         tmp_path, monkeypatch, capsys):
-    lake = Lake(tmp_path)
-    for name, table in synthetic_tables(n_users=30, n_items=120, n_pairs=900, n_attributes=5,
-                                        n_triples=30, sequence_length=5, seed=4).items():
-        lake.write(DATASET, name, table)
+    _synthetic_lake(tmp_path)
     trained = []  # (train pairs, valid pairs, settings) of every training
     real_train = model.train.train
 
@@ -295,8 +308,7 @@ def test_a_refit_trains_on_train_and_valid_for_the_chosen_epochs_and_reads_test_
     args = ["--dataset", DATASET, "--variant", "bprmf", "--data-dir", str(tmp_path),
             "--ledger", str(ledger), "--grid", "bpr_pairs=interactions,users", "--no-warehouse",
             "--refit"]
-    for key, value in TINY.items():
-        args += ["--set", f"{key}={json.dumps(value).replace(' ', '')}"]
+    args += _tiny_settings()
     assert tune.main(args) == 0
     trials = [json.loads(line) for line in ledger.read_text().splitlines()][:2]
     assert {t["params"]["bpr_pairs"] for t in trials} == {"interactions", "users"}
@@ -341,10 +353,7 @@ def test_the_users_sampler_weighs_every_user_the_same():
 
 
 def test_shards_split_a_search_and_the_last_one_reads_test_once(tmp_path, monkeypatch, capsys):
-    lake = Lake(tmp_path)
-    for name, table in synthetic_tables(n_users=30, n_items=120, n_pairs=900, n_attributes=5,
-                                        n_triples=30, sequence_length=5, seed=4).items():
-        lake.write(DATASET, name, table)
+    _synthetic_lake(tmp_path)
     trained = []  # the lr of every training, and whether it read the test split
     real_train = model.train.train
 
@@ -354,11 +363,7 @@ def test_shards_split_a_search_and_the_last_one_reads_test_once(tmp_path, monkey
 
     tune = _tune()
     monkeypatch.setattr(tune, "train", recording_train)
-    ledger = tmp_path / f"{DATASET}.jsonl"
-    args = ["--dataset", DATASET, "--variant", "bprmf", "--data-dir", str(tmp_path),
-            "--ledger", str(ledger), "--grid", "lr=0.001,0.01,0.05", "--no-warehouse"]
-    for key, value in TINY.items():
-        args += ["--set", f"{key}={json.dumps(value).replace(' ', '')}"]
+    ledger, args = _bprmf_search(tmp_path, "lr=0.001,0.01,0.05")
 
     assert tune.main([*args, "--shard", "2/2"]) == 0  # trials 2 (of 1, 2, 3): no choice yet
     assert trained == [(0.01, False)]
@@ -405,7 +410,7 @@ def test_the_study_lock_keeps_a_second_worker_waiting(tmp_path, capsys):
         order.append("first")
     worker.join(timeout=10)
     assert order == ["first", "second"]
-    assert "another worker is concluding study 'lightgcn'" in capsys.readouterr().out
+    assert "held by tune.py concluding lightgcn (pid" in capsys.readouterr().out
     with tune.study_lock(ledger, "lightgcn"), tune.study_lock(ledger, "kgat"):
         pass  # another study of the same ledger is not kept waiting
 
@@ -414,23 +419,9 @@ def test_a_warm_leader_rebuilds_the_lost_checkpoint_without_reading_test(
         tmp_path, monkeypatch, capsys):
     import shutil
 
-    lake = Lake(tmp_path)
-    for name, table in synthetic_tables(n_users=30, n_items=120, n_pairs=900, n_attributes=5,
-                                        n_triples=30, sequence_length=5, seed=4).items():
-        lake.write(DATASET, name, table)
-    splits = []
-    real_ranked_chunks = model.evaluate._ranked_chunks
-
-    def counting_ranked_chunks(model_, data, split, *args):
-        splits.append(split)
-        return real_ranked_chunks(model_, data, split, *args)
-
-    monkeypatch.setattr(model.evaluate, "_ranked_chunks", counting_ranked_chunks)
-    ledger = tmp_path / f"{DATASET}.jsonl"
-    args = ["--dataset", DATASET, "--variant", "bprmf", "--data-dir", str(tmp_path),
-            "--ledger", str(ledger), "--grid", "lr=0.001,0.05", "--no-warehouse"]
-    for key, value in TINY.items():
-        args += ["--set", f"{key}={json.dumps(value).replace(' ', '')}"]
+    _synthetic_lake(tmp_path)
+    splits = _ranked_splits(monkeypatch)
+    ledger, args = _bprmf_search(tmp_path, "lr=0.001,0.05")
     tune = _tune()
     assert tune.main([*args, "--warm-leader"]) == 0
     assert "nothing to warm" in capsys.readouterr().out
