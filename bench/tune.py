@@ -27,7 +27,7 @@ Trials already in the ledger with the same settings hash are not trained again, 
 interrupted by the end of a session continues where it stopped (checkpoints resume too).
 ``--shard K/N`` splits one search between N workers sharing the ledger file (cores, machines
 with a shared disk): worker K trains trials K, K+N, ...; whichever worker finds every trial in
-the ledger chooses and reads the test split, under a lock on the ledger, so it is read once.
+the ledger chooses and reads the test split, under the study's lock, so it is read once.
 ``--warm-leader``: a worker beside a running search rebuilds the lost checkpoint of the best
 trial so far (validation only), so the test read at the end need not replay it first.
 
@@ -174,14 +174,13 @@ def choose(trials: list[dict]) -> dict:
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"2/3"`` → (2, 3): this worker trains trials 2, 5, 8, ... of the search."""
-    index, sep, count = text.partition("/")
     try:
-        shard = int(index), int(count)
-    except ValueError:
-        shard = (0, 0)
-    if not sep or not 1 <= shard[0] <= shard[1]:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:  # not two integers
+        index = count = 0
+    if not 1 <= index <= count:
         raise ValueError(f"--shard {text!r}: expected K/N with 1 <= K <= N, e.g. 1/2")
-    return shard
+    return index, count
 
 
 def study_lock(ledger: Path, study: str) -> AbstractContextManager:
@@ -556,11 +555,10 @@ class Search:
         if (self.out_root / leader["config_hash"] / "best.safetensors").is_file():
             print(f"trial {leader['trial']} leads; its checkpoint is here", flush=True)
             return
-        settings = replay_settings(leader, evaluate_test=False)
+        settings, out_dir = self._replay(leader, evaluate_test=False)
         print(f"trial {leader['trial']} leads ({leader['params']}, valid recall@20 "
               f"{leader['valid']['recall@20']:.4f}); replaying it, validation only "
               f"({settings.epochs} epochs)", flush=True)
-        out_dir = self.out_root / settings.config_hash()
         with training_lock(out_dir):
             # a replay that lands in the trial's own directory must still read as a replay
             marker = {"replay_of": leader["config_hash"]}
@@ -584,17 +582,17 @@ class Search:
         out_dir = self.out_root / chosen["config_hash"]
         replayed = (not (out_dir / "best.safetensors").is_file()
                     or (out_dir / WARM_REPLAY).is_file())
+        marker = None
         if replayed:
-            settings = replay_settings(chosen, evaluate_test=True)
-            out_dir = self.out_root / settings.config_hash()
+            settings, out_dir = self._replay(chosen, evaluate_test=True)
+            marker = out_dir / WARM_REPLAY
             print("checkpoint of the chosen trial lost: "
                   + ("its warm replay (--warm-leader) is read or finished"
-                     if (out_dir / WARM_REPLAY).is_file() else "replaying it")
+                     if marker.is_file() else "replaying it")
                   + f" ({settings.epochs} epochs, time cap {settings.max_seconds})", flush=True)
         with training_lock(out_dir):
             result = self._train(settings, out_dir)
-        warm = (json.loads((out_dir / WARM_REPLAY).read_text())
-                if (out_dir / WARM_REPLAY).is_file() else None)
+        warm = json.loads(marker.read_text()) if marker is not None and marker.is_file() else None
         record = {**chosen, "test": result.test, "tested_at":
                   time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "chosen": True,
                   "test_slices": slice_summary(result.slices["test"])}
@@ -668,6 +666,11 @@ class Search:
         print(f"{label}: already in {self.ledger.name}: test recall@20 "
               f"{done['test']['recall@20']:.4f}", flush=True)
         return done
+
+    def _replay(self, record: dict, evaluate_test: bool) -> tuple[TrainSettings, Path]:
+        """The settings and the checkpoint directory of a finished trial's replay."""
+        settings = replay_settings(record, evaluate_test=evaluate_test)
+        return settings, self.out_root / settings.config_hash()
 
     def _train(self, settings: TrainSettings, out_dir: Path, data=None):
         """Train (or resume) one configuration into ``out_dir``, logging to stdout."""
