@@ -129,15 +129,23 @@ def tuned_settings(dataset: str, variant: str, ledger_dir: Path | None = None,
     return {**latest.get("fixed", {}), **latest["params"]} if latest else {}
 
 
+#: Settings that say how a configuration is computed, not which model it is: a trial run on
+#: another machine (another device, a CPU without native bf16 — docs/MODEL.md: fp32 and bf16
+#: validation curves agree to 0.001) is the same trial, and a replay or a seed of it takes this
+#: machine's values (the search's ``--set``) instead of the recorded ones.
+EXECUTION_SETTINGS = ("device", "precision", "eval_chunk")
+
+
 def find_trial(done: dict[str, dict], settings: TrainSettings) -> dict | None:
-    """The ledger's record of these settings: same hash, or — for records written before a
-    setting was added to TrainSettings — equal on every recorded setting, with the new ones
-    at their defaults (so a new field does not make every finished trial run again)."""
+    """The ledger's record of these settings: same hash, or equal on every recorded setting
+    but the :data:`EXECUTION_SETTINGS` — with settings added to TrainSettings after the record
+    was written at their defaults (so a new field does not make every finished trial run
+    again)."""
     if settings.config_hash() in done:
         return done[settings.config_hash()]
     current = settings.to_dict()
     defaults = TrainSettings(variant=settings.variant).to_dict()
-    ignored = {"evaluate_test", "device", "eval_chunk"}
+    ignored = {"evaluate_test", *EXECUTION_SETTINGS}
     for record in reversed(search_trials(list(done.values()))):
         stored = record.get("settings", {})
         if stored.get("variant") != settings.variant:
@@ -614,7 +622,7 @@ class Search:
     def replicate(self, chosen: dict, seed: int) -> dict:
         """The chosen configuration trained again with another ``seed`` (its test read too:
         the configuration is already chosen, this only measures the seed spread)."""
-        settings = replay_settings(chosen, seed=seed, evaluate_test=True)
+        settings = replay_settings(chosen, seed=seed, evaluate_test=True, **self._execution())
         key = settings.config_hash()
         done = self._recorded(key, "replicate", f"seed {seed}")
         if done is not None:
@@ -635,7 +643,8 @@ class Search:
         count (:func:`model.data.with_valid_in_train`, ``keep_epoch=last``), then the test read
         once; ``seed``: the same refit with another seed (the spread of the number)."""
         changes = {"epochs": chosen["best_epoch"], "keep_epoch": "last", "max_seconds": None,
-                   "evaluate_test": True} | ({} if seed is None else {"seed": seed})
+                   "evaluate_test": True, **self._execution()} | (
+                       {} if seed is None else {"seed": seed})
         settings = TrainSettings.from_dict(chosen["settings"] | changes)
         key = settings.config_hash()
         done = self._recorded(key, "refit", f"refit {key}")
@@ -669,8 +678,13 @@ class Search:
 
     def _replay(self, record: dict, evaluate_test: bool) -> tuple[TrainSettings, Path]:
         """The settings and the checkpoint directory of a finished trial's replay."""
-        settings = replay_settings(record, evaluate_test=evaluate_test)
+        settings = replay_settings(record, evaluate_test=evaluate_test, **self._execution())
         return settings, self.out_root / settings.config_hash()
+
+    def _execution(self) -> dict:
+        """This search's own :data:`EXECUTION_SETTINGS` (its ``--set``), which a replay, a seed
+        or a refit of a trial recorded on another machine runs with."""
+        return {k: self.fixed[k] for k in EXECUTION_SETTINGS if k in self.fixed}
 
     def _train(self, settings: TrainSettings, out_dir: Path, data=None):
         """Train (or resume) one configuration into ``out_dir``, logging to stdout."""

@@ -273,6 +273,35 @@ def test_a_trial_recorded_before_a_new_setting_existed_is_still_found():
     assert tune.find_trial(done, TrainSettings(variant="lightgcn", lr=0.005)) is None
 
 
+def test_a_trial_run_in_bf16_elsewhere_is_found_and_replayed_in_this_machines_precision(
+        tmp_path):
+    """Machines change between sessions (one with AVX-512 BF16, the next without): a search
+    continued with ``--set precision=fp32`` finds the bf16 trials, and replays, seeds and refits
+    of them run in fp32; the model settings stay the recorded ones."""
+    tune = _tune()
+    recorded = TrainSettings(variant="full", lr=0.005, precision="bf16", seq_len=16)
+    done = {recorded.config_hash(): {"settings": recorded.to_dict(), "variant": "full",
+                                     "config_hash": recorded.config_hash(), "stopped": "patience",
+                                     "valid": {"recall@20": 0.3}}}
+    here = TrainSettings(variant="full", lr=0.005, precision="fp32", seq_len=16)
+    assert here.config_hash() != recorded.config_hash()
+    assert tune.find_trial(done, here) is done[recorded.config_hash()]
+    # a setting of the model itself still tells configurations apart
+    assert tune.find_trial(done, TrainSettings(variant="full", lr=0.005, precision="fp32",
+                                               seq_len=32)) is None
+
+    search = tune.Search(dataset="ml-100k", variant="full", study="full", grid={"lr": [0.005]},
+                         fixed={"precision": "fp32", "seq_len": 16}, budget=1, seed=0,
+                         threads=1, ledger=tmp_path / "l.jsonl", data=None, store=None,
+                         out_root=tmp_path)
+    replay, out_dir = search._replay(done[recorded.config_hash()], evaluate_test=True)
+    assert (replay.precision, replay.lr, replay.seq_len) == ("fp32", 0.005, 16)
+    assert out_dir == tmp_path / replay.config_hash()
+    # without a precision of its own, the search replays what the trial recorded
+    search.fixed = {"seq_len": 16}
+    assert search._replay(done[recorded.config_hash()], evaluate_test=True)[0].precision == "bf16"
+
+
 def test_a_voided_trial_leaves_the_search_and_runs_again(tmp_path, capsys):
     tune = _tune()
     ledger = tmp_path / "ml-1m.jsonl"
