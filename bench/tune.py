@@ -280,11 +280,12 @@ def report(ledger: Path) -> str:
 
 def trials_report(ledger: Path) -> str:
     """Markdown: every configuration each study trained (withdrawn trials left out), in trial
-    order, with its validation score and how it ended; the chosen one marked."""
+    order, with its validation score, how it ended and the precision it ran in (a search
+    continued on another machine: :data:`EXECUTION_SETTINGS`); the chosen one marked."""
     records = list(read_ledger(ledger).values())
     lines = ["| study | trial | configuration | valid Recall@20 | valid NDCG@20 | best epoch | "
-             "epochs run | stopped by | s/epoch | chosen |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "epochs run | stopped by | s/epoch | precision | chosen |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for study in dict.fromkeys(r["study"] for r in records):
         # one row per configuration: a trial run again after a setting was added to the hash
         # has two records; the chosen one, else the latest, speaks for it
@@ -297,6 +298,7 @@ def trials_report(ledger: Path) -> str:
                          f"{valid['recall@20']:.4f} | {valid.get('ndcg@20', float('nan')):.4f} | "
                          f"{r.get('best_epoch', '–')} | {r.get('epochs_run', '–')} | "
                          f"{r.get('stopped', '–')} | {r.get('seconds_per_epoch', float('nan')):.1f} | "
+                         f"{r.get('settings', {}).get('precision', '–')} | "
                          f"{'**chosen**' if r.get('chosen') else ''} |")
     return "\n".join(lines)
 

@@ -125,6 +125,7 @@ def test_search_reads_test_once_for_the_validation_winner(tmp_path, monkeypatch,
     assert [row.split(" | ")[1] for row in rows] == ["1", "2"]  # every trial, in order
     for row, trial in zip(rows, trials, strict=True):
         assert f" | {trial['params']} | {trial['valid']['recall@20']:.4f} | " in row
+        assert f" | {trial['settings']['precision']} | " in row
         assert row.endswith("| **chosen** |") == (trial["config_hash"] == best["config_hash"])
 
     # the test read keeps its slices; a ledger written without them gets them back from the
