@@ -277,8 +277,9 @@ def test_a_trial_recorded_before_a_new_setting_existed_is_still_found():
 def test_a_trial_run_in_bf16_elsewhere_is_found_and_replayed_in_this_machines_precision(
         tmp_path):
     """Machines change between sessions (one with AVX-512 BF16, the next without): a search
-    continued with ``--set precision=fp32`` finds the bf16 trials, and replays, seeds and refits
-    of them run in fp32; the model settings stay the recorded ones."""
+    continued with ``--set precision=fp32`` finds the bf16 trials, and a replay of one runs in
+    fp32 (seeds and refits take the same ``Search._execution``); the model settings stay the
+    recorded ones."""
     tune = _tune()
     recorded = TrainSettings(variant="full", lr=0.005, precision="bf16", seq_len=16)
     done = {recorded.config_hash(): {"settings": recorded.to_dict(), "variant": "full",
