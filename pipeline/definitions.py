@@ -13,7 +13,7 @@ from assets.media import MEDIA_ASSETS, MEDIA_CHECKS
 from assets.neighbors import NEIGHBOR_CHECKS, neighbor_sequences
 from assets.resources import HttpResource, LakeResource, WarehouseResource
 from assets.training import TRAINING_ASSETS
-from pipeline.executors import chunk_executor
+from pipeline.executors import chunk_executor, in_process_by_default
 
 INGEST_ASSETS = [dataset_tables, split]
 KG_ASSETS = [knowledge_graph]
@@ -28,28 +28,21 @@ STAGE_JOBS = [
     ("neighbors", "Stage 5 only: the collaborative KG and every item's BFS neighbour sequence."),
     ("training", "Stage 6 only: train TrainConfig.variant and refresh recommendations and tables."),
 ]
-#: Steps run in the run's own process by default: the multiprocess executor starts a process and
-#: imports the code location again for every step, which on 2 idle cores made the offline
-#: ml-100k stages 1-5 take 2.24x their steps' own time (in process: 1.26x; multiprocess with a
-#: forkserver that preloads the code: 1.53x; `python bench/pipeline_overhead.py`). A run config
-#: with `execution: {config: {multiprocess: {...}}}` still picks the multiprocess executor, e.g.
-#: on a machine with cores to spare for parallel steps.
-IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 stage_jobs = [dg.define_asset_job(name, selection=dg.AssetSelection.groups(name),
-                                  description=description, config=IN_PROCESS)
+                                  description=description, executor_def=in_process_by_default)
               for name, description in STAGE_JOBS]
 main_job = dg.define_asset_job(
     "main",
     # the item-chunk assets are partitioned dataset x item_chunk: they run as a backfill of
     # their own job, and item_media / clip_features (from_chunks) publish their union
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups("chunks"),
-    config=IN_PROCESS,
+    executor_def=in_process_by_default,
     description="The whole pipeline for one dataset partition: ingest → KG → media → features → "
     "neighbours → training → recommendations and tables.",
 )
 
 #: Stages 3-4 over dataset x item_chunk partitions (assets/chunks.py), one run per chunk: a
-#: backfill fans the chunks out; the multiprocess executor (the Dagster default) is kept, and
+#: backfill fans the chunks out; Dagster's multiprocess executor is kept, and
 #: a deployment swaps in k8s_job_executor / celery_executor with $KG4REC_EXECUTOR (deploy/).
 chunks_job = dg.define_asset_job(
     "media_chunks", selection=dg.AssetSelection.groups("chunks"), executor_def=chunk_executor(),
@@ -61,6 +54,7 @@ defs = dg.Definitions(
             *CHUNK_ASSETS],
     asset_checks=[*INGEST_CHECKS, *KG_CHECKS, *MEDIA_CHECKS, *FEATURES_CHECKS, *NEIGHBOR_CHECKS],
     jobs=[main_job, *stage_jobs, chunks_job],
+    executor=in_process_by_default,  # also what the UI's "Materialize" runs on
     resources={
         "http": HttpResource(),
         "lake": LakeResource(),

@@ -104,7 +104,7 @@ def test_a_backfill_over_the_chunks_on_the_multiprocess_executor_equals_the_unch
 def test_the_chunk_job_runs_here_by_default_and_names_the_package_a_cluster_executor_needs():
     from pipeline.executors import chunk_executor
 
-    assert chunk_executor({}) is None  # Dagster's default: multiprocess
+    assert chunk_executor({}) is dg.multi_or_in_process_executor  # Dagster's default
     with pytest.raises(ValueError, match="KG4REC_EXECUTOR='k9s': expected one of k8s, celery"):
         chunk_executor({"KG4REC_EXECUTOR": "k9s"})
     with pytest.raises(ImportError, match="needs the dagster-k8s package"):

@@ -59,11 +59,23 @@ def test_there_is_a_job_per_stage():
 
 
 def test_jobs_run_their_steps_in_process_unless_the_run_config_says_otherwise():
-    for name in ("main", "ingest", "kg", "media", "features", "neighbors", "training"):
-        job = defs.resolve_job_def(name)
-        assert job.executor_def.name == "multi_or_in_process_executor"  # still selectable
-        assert job.get_run_config_for_partition_key("ml-100k")["execution"] == {
-            "config": {"in_process": {}}}
+    """Also under a user's run config that names only ``ops`` (as the README's own-dataset
+    walkthrough does): a job's default run config would be replaced whole by it."""
+    from tests.support.fixtures import offline_run_config
+
+    def executor(job, run_config):
+        [(name, config)] = dg.validate_run_config(job, run_config)["execution"].items()
+        return name, next(iter(config))
+
+    jobs = [defs.resolve_job_def(name)
+            for name in ("main", "ingest", "kg", "media", "features", "neighbors", "training")]
+    jobs.append(defs.resolve_implicit_global_asset_job_def())  # the UI's "Materialize"
+    for job in jobs:
+        assert executor(job, {}) == ("in_process_or_multiprocess", "in_process"), job.name
+        assert executor(job, {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
+                        ) == ("in_process_or_multiprocess", "multiprocess"), job.name
+    main = defs.resolve_job_def("main")
+    assert executor(main, offline_run_config()) == ("in_process_or_multiprocess", "in_process")
 
 
 def test_the_sequences_alone_are_published_with_their_graph_and_audited(tmp_path):

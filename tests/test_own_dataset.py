@@ -90,6 +90,8 @@ def test_a_dataset_of_your_own_runs_end_to_end_under_its_own_name(tmp_path):
          "--tags", json.dumps({"dagster/partition": "shop"}), "-c", str(run_config)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
+    # a run config of ops only keeps the in-process default (pipeline/executors.py)
+    assert "Executing steps in process" in job.stdout + job.stderr
 
     lake = Lake(tmp_path / "data")
     assert sorted(p.name for p in (tmp_path / "data" / "lake").glob("dataset=*")) == ["dataset=shop"]
