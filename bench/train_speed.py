@@ -4,7 +4,7 @@ Usage::
 
     python bench/train_speed.py [--variants lightgcn kgat full] [--epochs 1]
         [--batch-size 4096] [--precision auto|bf16|fp32] [--seq-len 16] [--set key=value]
-        [--threads 2] [--device auto] [--lake-dataset ml-1m]
+        [--threads 2] [--device auto] [--lake-dataset ml-1m] [--profile]
 
 Synthetic data of ML-1M size (6,040 users, 3,706 items, 1,000,000 pairs split 8:1:1 per user,
 ~20,000 KG triples over 5,000 attribute entities, 384-d text features for every entity,
@@ -18,6 +18,12 @@ matmul of the QKV shape at the same precision (the ratio says how much of the ma
 matmul speed the fusion reaches). Then each variant's epoch time over LightGCN's, and KGAT's
 epoch against RecBole 1.2.1's on this 2-core CPU (206.96 s; its full-ranking evaluation of all
 ML-1M users ≈ 0.5 s).
+
+``--profile`` adds, per fusion variant, where the fusion's forward+backward spends its time
+(torch.profiler, self CPU time of each op, in categories: the matmuls of the linear layers, the
+attention kernel, data movement — copies, concatenations, index copies and zero fills — and the
+rest) and the s/step bound if every op but the matmuls and the attention took no time: how far
+the exact speedups (they remove data movement) can go before the model has to change.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other training setting, for every variant")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile the fusion: time per op category (CPU)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
 
     extra = parse_settings(args.set)
-    rows = []
+    rows, profiles = [], []
     for variant in args.variants:
         settings = TrainSettings.from_dict({
             "variant": variant, "epochs": args.epochs, "batch_size": args.batch_size,
@@ -113,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         eval_s = time.perf_counter() - t1
         steps = math.ceil(data.train_user.numel() / settings.batch_size)
         fusion = fusion_speed(model, settings, device) if getattr(model, "modalities", ()) else None
+        if fusion and args.profile:
+            profiles.append((variant, steps, result.seconds_per_epoch,
+                             fusion["gflop"] / fusion["gflops"],
+                             profile_categories(fusion_step(model, settings, device))))
         rows.append((variant, result.seconds_per_epoch, steps, eval_s, int(metrics["users"]),
                      fusion))
     print("\n| variant | s/epoch | steps/epoch | s/step | eval s (all test users) | users | "
@@ -123,6 +135,15 @@ def main(argv: list[str] | None = None) -> int:
                  f"{fusion['gflops'] / fusion['matmul_gflops']:.0%}") if fusion else "– | – | – | –"
         print(f"| {variant} | {spe:.2f} | {steps} | {spe / steps:.3f} | {ev:.3f} | {users} | "
               f"{cells} |")
+    for variant, steps, spe, fusion_s, shares in profiles:
+        print(f"\n{variant}: where the fusion's forward+backward ({fusion_s:.3f} s) spends its "
+              "self CPU time")
+        print("| " + " | ".join(shares) + " |")
+        print("|" + " --- |" * len(shares))
+        print("| " + " | ".join(f"{share:.0%}" for share in shares.values()) + " |")
+        saved = fusion_s * (1 - shares["matmul"] - shares["attention"])
+        print(f"with only its matmuls and attention taking time: ≥ {spe / steps - saved:.3f} s/step, "
+              f"≥ {spe - saved * steps:.1f} s/epoch (now {spe / steps:.3f} / {spe:.1f})")
     per_epoch = {variant: spe for variant, spe, *_ in rows}
     for variant in per_epoch:
         if variant != "lightgcn" and "lightgcn" in per_epoch:
@@ -161,22 +182,27 @@ def fusion_flops(model, settings: TrainSettings) -> dict[str, float]:
     return {"linear": linear, "attention": attention, "total": linear + attention}
 
 
-def fusion_speed(model, settings: TrainSettings, device: torch.device, repeats: int = 3) -> dict:
-    """Fusion forward+backward (≈ 3× the forward's FLOPs) timed alone, against one plain matmul
-    of the QKV shape (kept tokens × d) @ (d × 3d), forward+backward, at the same precision."""
+def fusion_step(model, settings: TrainSettings, device: torch.device):
+    """One forward+backward of the fusion over every item, as training runs it."""
     model.train()
     bf16 = uses_bf16(settings.precision, device, settings.variant)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
-    def fusion_step():
-        with autocast:
+    def step():
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             contents = {m: model.content(m) for m in model.modalities}
             z, _, _ = model.fuse(contents)
             loss = sum(v.float().sum() for v in z.values())
         loss.backward()
 
+    return step
+
+
+def fusion_speed(model, settings: TrainSettings, device: torch.device, repeats: int = 3) -> dict:
+    """Fusion forward+backward (≈ 3× the forward's FLOPs) timed alone, against one plain matmul
+    of the QKV shape (kept tokens × d) @ (d × 3d), forward+backward, at the same precision."""
+    bf16 = uses_bf16(settings.precision, device, settings.variant)
     flops = 3 * fusion_flops(model, settings)["total"]
-    seconds = timed(fusion_step, repeats, device)
+    seconds = timed(fusion_step(model, settings, device), repeats, device)
     tokens = int(max(float(PackedTokens.keep_mask(
         getattr(model, f"{m}_has")[model.seq_node] & model.seq_real).sum())
         for m in model.modalities))
@@ -185,13 +211,47 @@ def fusion_speed(model, settings: TrainSettings, device: torch.device, repeats: 
     w = torch.randn(d, 3 * d, device=device, requires_grad=True)
 
     def matmul_step():
-        with autocast:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
             y = x @ w
         y.float().sum().backward()
 
     mm_seconds = timed(matmul_step, repeats, device)
     return {"gflop": flops / 1e9, "gflops": flops / seconds / 1e9,
             "matmul_gflops": 3 * 2 * tokens * d * 3 * d / mm_seconds / 1e9}
+
+
+#: torch op name → category of :func:`profile_categories` (ops not named here: "other").
+OP_CATEGORIES = {
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"),
+    "attention": ("aten::_scaled_dot_product", "aten::scaled_dot_product"),
+    "data movement": ("aten::copy_", "aten::cat", "aten::index_copy", "aten::index_select",
+                      "aten::fill_", "aten::zero_", "aten::index", "aten::_index_put_impl_",
+                      "aten::clone", "aten::contiguous"),
+}
+
+
+def op_category(name: str) -> str:
+    """The category of one profiled op: a prefix match, so that SDPA's CPU kernels (forward
+    and backward, whatever their suffix) count as attention."""
+    for category, prefixes in OP_CATEGORIES.items():
+        if any(name == p or (name.startswith(p) and category == "attention") for p in prefixes):
+            return category
+    return "other"
+
+
+def profile_categories(step, repeats: int = 2) -> dict[str, float]:
+    """Share of ``step``'s self CPU time per category, over ``repeats`` calls after a warm-up."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            step()
+    totals = dict.fromkeys([*OP_CATEGORIES, "other"], 0.0)
+    for event in prof.key_averages():
+        totals[op_category(event.key)] += event.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return {category: t / whole for category, t in totals.items()}
 
 
 def timed(step, repeats: int, device: torch.device) -> float:

@@ -1,4 +1,5 @@
-"""bench/train_speed.py: its FLOP count of the fusion is torch's count of the same forward."""
+"""bench/train_speed.py: its FLOP count of the fusion is torch's count of the same forward, and
+its profile sorts the ops into categories."""
 
 from __future__ import annotations
 
@@ -50,6 +51,24 @@ def test_fusion_flops_match_torchs_flop_counter(variant, monkeypatch):
     flops = _train_speed().fusion_flops(model, settings)
     assert flops["total"] == counter.get_total_flops()
     assert flops["attention"] > 0.1 * flops["total"]
+
+
+def test_the_profile_sorts_ops_into_categories_and_shares_add_up():
+    bench = _train_speed()
+    assert bench.op_category("aten::addmm") == "matmul"
+    assert bench.op_category("aten::_scaled_dot_product_flash_attention_for_cpu_backward") == "attention"
+    assert bench.op_category("aten::cat") == "data movement"
+    assert bench.op_category("aten::index") == "data movement"
+    assert bench.op_category("aten::index_add") == "other"  # a prefix counts for attention only
+    x = torch.randn(192, 192, requires_grad=True)
+
+    def step():
+        torch.cat([x @ x, x.relu()]).sum().backward()
+
+    shares = bench.profile_categories(step)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["matmul"] > 0 and shares["data movement"] > 0 and shares["other"] > 0
+    assert shares["attention"] == 0
 
 
 @pytest.mark.parametrize("queries", [6, 1])
