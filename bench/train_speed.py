@@ -231,10 +231,10 @@ OP_CATEGORIES = {
 
 
 def op_category(name: str) -> str:
-    """The category of one profiled op: a prefix match, so that SDPA's CPU kernels (forward
-    and backward, whatever their suffix) count as attention."""
-    for category, prefixes in OP_CATEGORIES.items():
-        if any(name == p or (name.startswith(p) and category == "attention") for p in prefixes):
+    """The category of one profiled op: its exact name, except that attention is matched by
+    prefix, so that SDPA's CPU kernels (forward and backward, whatever their suffix) count."""
+    for category, names in OP_CATEGORIES.items():
+        if name in names or (category == "attention" and name.startswith(names)):
             return category
     return "other"
 
